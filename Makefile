@@ -1,0 +1,37 @@
+# The two set-up commands of the README: `make demo` and `make test`. Each creates .venv and
+# installs what it needs; nothing has to be installed by hand but Python 3.10+ and Java 17+.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint check-java clean-venv
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' || \
+	  { echo "manymodels needs Python 3.10 or newer (found $$($(PYTHON) --version))"; exit 1; }
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 && $(PYTHON) -c 'import ensurepip' 2>/dev/null || \
+	  { echo "Python's venv module is missing: apt-get install -y python3-venv"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
+	@touch $(STAMP)
+
+check-java:
+	@command -v java >/dev/null 2>&1 || { echo "Spark needs Java 17+: apt-get install -y openjdk-17-jre-headless (or set JAVA_HOME)"; exit 1; }
+	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
+	  [ "$${v:-0}" -ge 17 ] || { echo "Spark needs Java 17+, found Java $$v: apt-get install -y openjdk-17-jre-headless"; exit 1; }
+
+demo: check-java $(STAMP)
+	PYSPARK_PYTHON=$(abspath $(BIN))/python $(BIN)/manymodels --home .manymodels demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: check-java lint
+	PYSPARK_PYTHON=$(abspath $(BIN))/python $(BIN)/python -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,311 @@
+"""Clean: bronze → silver.sales (typed, one row per key and date) + quarantine with reasons.
+
+The rules, in order (the first that a row breaks is its quarantine ``reason``):
+
+1. every key column is present and non-empty (``null key <col>``);
+2. the time column parses as a date (``unparseable date``) and fits ``data.freq``
+   (``date does not fit frequency W-SUN``);
+3. the target parses as a finite number (``missing target``, ``non-numeric target``,
+   ``non-finite target``) — except *future rows*: a row past the key's last observed target
+   whose target is empty but whose regressors are all given goes to ``silver.sales_future``;
+4. every regressor that is given parses as a number (``non-numeric regressor <col>``).
+
+Several valid rows for one (keys, ds) are merged by ``data.duplicates`` (``sum`` by default;
+regressors take the mean). Gaps inside a key's date range are filled by ``data.fill``
+(``zero``, ``nan``, ``ffill`` or ``none`` to leave them) and flagged ``is_filled``; missing
+regressor values are carried forward (then backward) within the key. Bookkeeping:
+rows in = observed silver rows + future rows + quarantined rows + duplicates merged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from manymodels.config import Config, DataConfig
+from manymodels.errors import DataError
+from manymodels.tables import TableStore, open_store
+from manymodels.validate import check_columns
+
+__all__ = ["CleanResult", "clean", "clean_frame", "freq_anchor", "infer_key_kinds"]
+
+log = logging.getLogger(__name__)
+
+SILVER_TABLE = "sales"
+QUARANTINE_TABLE = "sales_quarantine"
+FUTURE_TABLE = "sales_future"
+
+KeyKind = Literal["int", "str"]
+
+
+@dataclass
+class CleanResult:
+    """The outcome of one clean: the three frames (pure path) or table names, and the counts."""
+
+    rows_in: int
+    silver_rows: int
+    filled_rows: int
+    quarantined: int
+    duplicates_merged: int
+    future_rows: int
+    n_keys: int
+    reasons: dict[str, int]
+    silver: pd.DataFrame | None = None
+    quarantine: pd.DataFrame | None = None
+    future: pd.DataFrame | None = None
+    silver_version: int | None = None
+
+    def summary(self) -> str:
+        observed = self.silver_rows - self.filled_rows
+        lines = [
+            f"rows in:            {self.rows_in:,}",
+            f"silver rows:        {self.silver_rows:,} over {self.n_keys:,} keys "
+            f"({observed:,} observed + {self.filled_rows:,} gap-filled)",
+            f"future rows:        {self.future_rows:,}",
+            f"quarantined:        {self.quarantined:,}",
+            f"duplicates merged:  {self.duplicates_merged:,}",
+            f"check: {self.rows_in:,} = {observed:,} + {self.future_rows:,} + "
+            f"{self.quarantined:,} + {self.duplicates_merged:,}",
+        ]
+        lines += [f"  quarantine reason {r!r}: {n:,}" for r, n in sorted(self.reasons.items())]
+        return "\n".join(lines)
+
+
+def infer_key_kinds(frame: pd.DataFrame, keys: Sequence[str]) -> dict[str, KeyKind]:
+    """A key column is an integer when every non-empty value is one, else text."""
+    kinds: dict[str, KeyKind] = {}
+    for k in keys:
+        s = frame[k].astype("string").str.strip()
+        s = s[s.notna() & (s != "")]
+        parsed = pd.to_numeric(s, errors="coerce")
+        ok = parsed.notna().all() and bool((parsed.dropna() % 1 == 0).all())
+        kinds[k] = "int" if ok and len(s) else "str"
+    return kinds
+
+
+def freq_anchor(freq: str) -> tuple[str, str]:
+    """The pandas period frequency and the timestamp end ('start'/'end') for ``data.freq``."""
+    if freq in ("D",):
+        return "D", "start"
+    if freq in ("H", "h"):
+        return "h", "start"
+    if freq.startswith("W"):
+        return (freq if "-" in freq else "W-SUN"), "end"
+    if freq == "MS":
+        return "M", "start"
+    return "M", "end"  # M / ME
+
+
+def _fits_freq(ds: pd.Series, freq: str) -> pd.Series:
+    normalized = ds == ds.dt.normalize()
+    if freq in ("H", "h"):
+        return ds == ds.dt.floor("h")
+    if freq == "D":
+        return normalized
+    if freq.startswith("W"):
+        day = (freq.split("-", 1)[1] if "-" in freq else "SUN")[:3]
+        target = ["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"].index(day)
+        return normalized & (ds.dt.dayofweek == target)
+    if freq == "MS":
+        return normalized & (ds.dt.day == 1)
+    return normalized & ds.dt.is_month_end
+
+
+def _ordinals(ds: pd.Series, freq: str) -> np.ndarray:
+    period, _ = freq_anchor(freq)
+    return np.asarray(ds.dt.to_period(period).array.asi8, dtype=np.int64)
+
+
+def _from_ordinals(ordinals: np.ndarray, freq: str) -> pd.DatetimeIndex:
+    period, how = freq_anchor(freq)
+    idx = pd.PeriodIndex.from_ordinals(ordinals, freq=period).to_timestamp(how=how)  # type: ignore[attr-defined]
+    return idx.normalize() if how == "end" else idx
+
+
+def clean_frame(
+    raw: pd.DataFrame, data: DataConfig, key_kinds: Mapping[str, KeyKind] | None = None
+) -> CleanResult:
+    """Pure pandas: bronze rows (text) → silver, quarantine and future frames plus counts."""
+    check_columns(list(raw.columns), data)
+    keys, regs = list(data.keys), list(data.regressors)
+    kinds = dict(key_kinds) if key_kinds else infer_key_kinds(raw, keys)
+    n_in = len(raw)
+    raw = raw.reset_index(drop=True)
+    reason = pd.Series(pd.NA, index=raw.index, dtype="object")
+
+    def flag(mask: pd.Series, text: str) -> None:
+        reason[mask & reason.isna()] = text
+
+    def text(col: str) -> pd.Series:
+        return raw[col].astype("string").str.strip()
+
+    typed = pd.DataFrame(index=raw.index)
+    for k in keys:
+        s = text(k)
+        flag(s.isna() | (s == ""), f"null key {k}")
+        if kinds[k] == "int":
+            typed[k] = pd.to_numeric(s, errors="coerce").astype("Int64")
+        else:
+            typed[k] = s
+    t = text(data.time_col)
+    fmt = data.date_format or "ISO8601"
+    ds = pd.to_datetime(t, format=fmt, errors="coerce")
+    if getattr(ds.dt, "tz", None) is not None:
+        ds = ds.dt.tz_convert(None)
+    flag(ds.isna(), "unparseable date")
+    flag(
+        ds.notna() & ~_fits_freq(ds, data.freq).fillna(False),
+        f"date does not fit frequency {data.freq}",
+    )
+    typed["ds"] = ds
+    y_text = text(data.target_col)
+    y_missing = y_text.isna() | (y_text == "")
+    y = pd.to_numeric(y_text.where(~y_missing), errors="coerce").astype("float64")
+    reg_values = {}
+    reg_missing = pd.Series(False, index=raw.index)
+    for r in regs:
+        rt = text(r)
+        missing = rt.isna() | (rt == "")
+        v = pd.to_numeric(rt.where(~missing), errors="coerce").astype("float64")
+        flag(~missing & (v.isna() | ~np.isfinite(v)), f"non-numeric regressor {r}")
+        reg_values[r] = v
+        reg_missing |= missing
+    # Future rows: no target, all regressors given, past the key's last observed target.
+    y_ok = ~y_missing & y.notna() & np.isfinite(y)
+    future = pd.Series(False, index=raw.index)
+    if regs:
+        base_ok = reason.isna()
+        observed = typed.loc[base_ok & y_ok, [*keys, "ds"]]
+        last = observed.groupby(keys, dropna=False)["ds"].max().rename("_last")
+        cand = typed.loc[base_ok & y_missing & ~reg_missing, [*keys, "ds"]]
+        if len(cand):
+            joined = cand.join(last, on=keys)
+            future[joined.index[(joined["ds"] > joined["_last"]) | joined["_last"].isna()]] = True
+    flag(y_missing & ~future, "missing target")
+    flag(~y_missing & y.isna(), "non-numeric target")
+    flag(~y_missing & y.notna() & ~np.isfinite(y), "non-finite target")
+    typed["y"] = y
+    for r in regs:
+        typed[r] = reg_values[r]
+
+    bad = reason.notna()
+    quarantine = raw.loc[bad].copy()
+    quarantine["reason"] = reason[bad].astype("string")
+    quarantine["quarantined_at"] = pd.Timestamp(datetime.now(timezone.utc))
+    fut = typed.loc[~bad & future, [*keys, "ds", *regs]].sort_values([*keys, "ds"])
+    fut = fut.drop_duplicates([*keys, "ds"], keep="last")
+    good = typed.loc[~bad & ~future]
+    silver, merged = _dedupe(good, keys, regs, data.duplicates)
+    merged += int((~bad & future).sum()) - len(fut)
+    silver, filled = _fill_gaps(silver, keys, regs, data)
+    for k in keys:
+        if kinds[k] == "int":
+            silver[k] = silver[k].astype("int64")
+            fut[k] = fut[k].astype("int64")
+    silver["ds"] = silver["ds"].astype("datetime64[ns]")
+    reasons = quarantine["reason"].value_counts().to_dict() if len(quarantine) else {}
+    return CleanResult(
+        rows_in=n_in,
+        silver_rows=len(silver),
+        filled_rows=filled,
+        quarantined=int(bad.sum()),
+        duplicates_merged=merged,
+        future_rows=len(fut),
+        n_keys=int(silver.groupby(keys).ngroups) if len(silver) else 0,
+        reasons={str(k): int(v) for k, v in reasons.items()},
+        silver=silver.reset_index(drop=True),
+        quarantine=quarantine.reset_index(drop=True),
+        future=fut.reset_index(drop=True),
+    )
+
+
+def _dedupe(
+    good: pd.DataFrame, keys: list[str], regs: list[str], rule: str
+) -> tuple[pd.DataFrame, int]:
+    ids = [*keys, "ds"]
+    if not good.duplicated(ids).any():
+        return good.sort_values(ids).reset_index(drop=True), 0
+    agg = {"y": rule, **{r: "mean" for r in regs}}
+    out = good.groupby(ids, sort=True, dropna=False).agg(agg).reset_index()
+    return out, len(good) - len(out)
+
+
+def _fill_gaps(
+    silver: pd.DataFrame, keys: list[str], regs: list[str], data: DataConfig
+) -> tuple[pd.DataFrame, int]:
+    silver = silver.assign(is_filled=False)
+    if data.fill == "none" or silver.empty:
+        return silver, 0
+    ords = _ordinals(silver["ds"], data.freq)
+    silver = silver.assign(_ord=ords)
+    bounds = silver.groupby(keys, sort=False)["_ord"].agg(["min", "max", "size"])
+    gappy = bounds[bounds["max"] - bounds["min"] + 1 > bounds["size"]]
+    if gappy.empty:
+        return silver.drop(columns="_ord"), 0
+    lengths = (gappy["max"] - gappy["min"] + 1).to_numpy()
+    starts = np.repeat(gappy["min"].to_numpy(), lengths)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    grid = pd.DataFrame({"_ord": starts + offsets})
+    key_frame = gappy.index.to_frame(index=False)
+    for k in keys:
+        grid[k] = np.repeat(key_frame[k].to_numpy(), lengths)
+    grid = grid.merge(silver, on=[*keys, "_ord"], how="left")
+    new = grid["ds"].isna()
+    grid.loc[new, "ds"] = _from_ordinals(grid.loc[new, "_ord"].to_numpy(), data.freq)
+    grid["is_filled"] = new
+    grid = grid.sort_values([*keys, "_ord"])
+    if data.fill == "zero":
+        grid.loc[new, "y"] = 0.0
+    elif data.fill == "ffill":
+        grid["y"] = grid.groupby(keys, sort=False)["y"].ffill()
+    for r in regs:
+        grid[r] = grid.groupby(keys, sort=False)[r].transform(lambda s: s.ffill().bfill())
+    rest = silver[~silver.set_index(keys).index.isin(gappy.index)]
+    out = pd.concat([rest, grid[rest.columns]], ignore_index=True)
+    out = out.sort_values([*keys, "ds"]).drop(columns="_ord").reset_index(drop=True)
+    return out, int(new.sum())
+
+
+def _to_store_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Dates as dates (freq D/W/M series carry no time of day)."""
+    out = frame.copy()
+    if "ds" in out.columns and (out["ds"].dt.normalize() == out["ds"]).all():
+        out["ds"] = out["ds"].dt.date
+    return out
+
+
+def clean(cfg: Config, store: TableStore | None = None) -> CleanResult:
+    """Read bronze.sales_raw, write silver.sales, silver.sales_quarantine, silver.sales_future.
+
+    Every check runs before anything is written; each table is replaced in one transaction.
+    """
+    from manymodels.ingest import BRONZE_TABLE
+
+    store = store or open_store(cfg)
+    src = store.ref("bronze", BRONZE_TABLE)
+    store.require(src, "run `manymodels ingest SOURCE...` first")
+    check_columns(store.schema(src).names, cfg.data, where=str(src))
+    raw = store.read_pandas(src)
+    if raw.empty:
+        raise DataError(f"{src} is empty; ingest some data first")
+    result = clean_frame(raw, cfg.data)
+    if result.silver is None or result.silver.empty:
+        raise DataError(
+            f"no valid rows in {src}: all {result.rows_in:,} went to quarantine "
+            f"({result.reasons}); check data.time_col, data.target_col and data.freq"
+        )
+    assert result.quarantine is not None and result.future is not None
+    quarantine = result.quarantine.astype({"reason": "object"})
+    store.overwrite(store.ref("silver", QUARANTINE_TABLE), quarantine)
+    store.overwrite(store.ref("silver", FUTURE_TABLE), _to_store_frame(result.future))
+    silver_ref = store.ref("silver", SILVER_TABLE)
+    store.overwrite(silver_ref, _to_store_frame(result.silver))
+    result.silver_version = store.version(silver_ref)
+    log.info("clean: %s", result.summary().replace("\n", "; "))
+    return result

@@ -1,0 +1,152 @@
+"""The `manymodels` command line: one verb per pipeline step, thin over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from manymodels.config import Config, load_config
+from manymodels.errors import ManyModelsError
+
+__all__ = ["main"]
+
+log = logging.getLogger("manymodels")
+
+
+def echo(text: str = "") -> None:
+    """What a verb tells its user goes to stdout; logs go to stderr."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--conf", action="append", default=[], metavar="FILE", help="extra YAML config (repeatable)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set train.horizon=14 (repeatable)",
+    )
+
+
+def _config(args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
+    return load_config(conf=args.conf or None, overrides=[*extra, *args.overrides], home=args.home)
+
+
+# --------------------------------------------------------------------------- verbs
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from manymodels.ingest import ingest
+
+    result = ingest(args.sources, _config(args))
+    echo(result.summary())
+    for source, rows in result.sources.items():
+        echo(f"  {rows:>12,}  {source}")
+    return 0
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from manymodels.clean import clean
+
+    result = clean(_config(args))
+    echo(result.summary())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from manymodels.pipeline import DEMO_OVERRIDES, run_demo
+
+    cfg = _config(args, DEMO_OVERRIDES)
+    for line in run_demo(
+        cfg,
+        n_stores=args.stores,
+        n_items=args.items,
+        n_days=args.days,
+        seed=args.seed,
+        steps=args.until,
+    ):
+        echo(line)
+    return 0
+
+
+VERBS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
+    "ingest": ("land source files in bronze.sales_raw", _ingest),
+    "clean": ("bronze → silver.sales and silver.sales_quarantine", _clean),
+    "demo": ("generate demand data and run the pipeline on the embedded default", _demo),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="manymodels",
+        description="Train, promote, score and serve one model per data partition on Spark.",
+    )
+    parser.add_argument(
+        "--home",
+        default=None,
+        metavar="DIR",
+        help="work folder for local tables and MLflow (env MANYMODELS_HOME, default ./.manymodels)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    parsers: dict[str, argparse.ArgumentParser] = {}
+    for name, (help_text, func) in VERBS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _common(p)
+        p.set_defaults(func=func)
+        parsers[name] = p
+    parsers["ingest"].add_argument(
+        "sources", nargs="+", help="CSV/Parquet files, folders, globs or zips of CSVs"
+    )
+    demo = parsers["demo"]
+    demo.add_argument("--stores", type=int, default=3, help="stores to generate (default 3)")
+    demo.add_argument("--items", type=int, default=10, help="items per store (default 10)")
+    demo.add_argument("--days", type=int, default=730, help="days of history (default 730)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--until", default=None, help="stop after this step (ingest, clean, train, ...)"
+    )
+    return parser
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("manymodels").setLevel(level)
+    for noisy in ("py4j", "pyspark", "cmdstanpy", "prophet", "mlflow", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb; a ManyModelsError becomes one line on stderr and exit code 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        code: Any = args.func(args)
+        return int(code or 0)
+    except ManyModelsError as exc:
+        sys.stderr.write(f"manymodels {args.verb}: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        sys.stderr.write("interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

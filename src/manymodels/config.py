@@ -1,0 +1,371 @@
+"""Typed configuration: conf/base.yml, extra files and dotted overrides, validated once."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from manymodels.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "MlflowConfig",
+    "PromoteConfig",
+    "ScoreConfig",
+    "TablesConfig",
+    "TrainConfig",
+    "TuningConfig",
+    "load_config",
+]
+
+FillPolicy = Literal["zero", "nan", "ffill", "none"]
+DuplicatePolicy = Literal["sum", "mean", "first", "last", "max"]
+
+_FREQ_RE = re.compile(r"^(D|W-(MON|TUE|WED|THU|FRI|SAT|SUN)|W|MS|M|ME|H|h)$")
+
+
+@dataclass
+class DataConfig:
+    """Where the columns are and what a clean series looks like."""
+
+    keys: list[str] = field(default_factory=lambda: ["store", "item"])
+    time_col: str = "ds"
+    target_col: str = "y"
+    freq: str = "D"
+    regressors: list[str] = field(default_factory=list)
+    fill: FillPolicy = "zero"
+    duplicates: DuplicatePolicy = "sum"
+    date_format: str | None = None
+
+
+@dataclass
+class TablesConfig:
+    """Which backend holds the bronze/silver/gold tables and what they are called."""
+
+    backend: Literal["local", "spark"] = "local"
+    format: Literal["delta", "parquet"] = "delta"
+    catalog: str | None = None
+    bronze: str = "bronze"
+    silver: str = "silver"
+    gold: str = "gold"
+
+
+@dataclass
+class TuningConfig:
+    """Hyperparameter search inside each partition (hyperopt)."""
+
+    max_trials: int = 0
+    timeout_seconds: float = 30.0
+    metric: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Which families a partition tries, how it is backtested, and the error threshold."""
+
+    families: list[str] = field(default_factory=lambda: ["prophet"])
+    select_metric: str = "wape"
+    horizon: int = 28
+    n_windows: int = 1
+    step: int | None = None
+    min_obs: int | None = None
+    season_length: int | None = None
+    interval_width: float = 0.8
+    holidays_country: str | None = "US"
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    fallback: str | None = "seasonal_naive"
+    max_failed_fraction: float = 0.1
+    max_model_age_days: float = 7.0
+    regressor_defaults: dict[str, float] = field(default_factory=dict)
+    tasks: int | None = None
+
+
+@dataclass
+class PromoteConfig:
+    """Business rules a candidate must pass to become a key's champion."""
+
+    thresholds: dict[str, float] = field(default_factory=dict)
+    must_beat_baseline: bool = True
+    baseline_metric: str = "wape"
+    champion_margin: float = 0.0
+    compare_metric: str = "wape"
+    min_history: int = 0
+
+
+@dataclass
+class ScoreConfig:
+    """Batch scoring: horizon, model to use, error threshold and BI grouping."""
+
+    horizon: int = 28
+    alias: str = "champion"
+    max_failed_fraction: float = 0.1
+    summary_levels: list[list[str]] = field(default_factory=lambda: [["store"]])
+
+
+@dataclass
+class MlflowConfig:
+    """Tracking and registry; null URIs mean a sqlite store in the work folder."""
+
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+    experiment: str = "manymodels"
+    model_name: str = "manymodels_forecast"
+
+
+@dataclass
+class Config:
+    """The whole typed configuration of a manymodels project."""
+
+    home: str = ".manymodels"
+    data: DataConfig = field(default_factory=DataConfig)
+    tables: TablesConfig = field(default_factory=TablesConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home).expanduser().resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **overrides: Any) -> Config:
+        """A copy with dotted-key overrides applied (``replace(**{"train.horizon": 7})``)."""
+        raw = self.to_dict()
+        for key, value in overrides.items():
+            _set_dotted(raw, key, value)
+        return _build(Config, raw, "")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _default_base() -> Path | None:
+    """The project's ``conf/base.yml`` in the working directory, if there is one."""
+    candidate = Path.cwd() / "conf" / "base.yml"
+    return candidate if candidate.is_file() else None
+
+
+def load_config(
+    conf: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
+    overrides: Mapping[str, Any] | Iterable[str] | None = None,
+    home: str | os.PathLike[str] | None = None,
+    base: str | os.PathLike[str] | None = None,
+) -> Config:
+    """Load ``conf/base.yml`` (or ``base``), then extra files, then overrides.
+
+    ``overrides`` is a mapping of dotted keys or ``key=value`` strings (values parsed as YAML).
+    The work folder is ``home``, else ``$MANYMODELS_HOME``, else the config's ``home``.
+    """
+    raw: dict[str, Any] = {}
+    base_path = Path(base) if base is not None else _default_base()
+    if base_path is not None:
+        raw = _merge(raw, _read_yaml(base_path))
+    if conf is not None:
+        files = [conf] if isinstance(conf, (str, os.PathLike)) else list(conf)
+        for f in files:
+            raw = _merge(raw, _read_yaml(Path(f)))
+    for key, value in _parse_overrides(overrides):
+        _set_dotted(raw, key, value)
+    if home is not None:
+        raw["home"] = str(home)
+    elif os.environ.get("MANYMODELS_HOME"):
+        raw["home"] = os.environ["MANYMODELS_HOME"]
+    cfg = _build(Config, raw, "")
+    _check(cfg)
+    return cfg
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(
+            f"config file {path} does not exist; pass an existing YAML file to --conf"
+        )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping at the top, not {type(data).__name__}"
+        )
+    return data
+
+
+def _parse_overrides(overrides: Mapping[str, Any] | Iterable[str] | None) -> list[tuple[str, Any]]:
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        return list(overrides.items())
+    out: list[tuple[str, Any]] = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(
+                f"override {item!r} must look like dotted.key=value (e.g. train.horizon=14)"
+            )
+        key, _, text = item.partition("=")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        out.append((key.strip(), value))
+    return out
+
+
+def _merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[part] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _build(cls: type[Any], raw: Any, path: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config key {path or '<top>'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(
+            f"unknown config key {where}{unknown[0]}; known keys under {path or 'the top'}: "
+            + ", ".join(sorted(names))
+        )
+    kwargs = {
+        name: _coerce(hints[name], value, f"{path}.{name}" if path else name)
+        for name, value in raw.items()
+    }
+    return cls(**kwargs)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp if isinstance(tp, type) else type(tp), value, path)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"config key {path} may not be null")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(
+                f"config key {path} must be one of {', '.join(map(str, allowed))}; got {value!r}"
+            )
+        return value
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {path} must be a list, got {value!r}")
+        return [_coerce(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, val_tp = get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key {path} must be a mapping, got {value!r}")
+        return {str(k): _coerce(val_tp, v, f"{path}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {path} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {path} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {path} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {path} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key {path}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+_METRICS = {"mae", "rmse", "mape", "smape", "wape", "mase", "bias", "coverage"}
+
+
+def _check(cfg: Config) -> None:
+    """Cross-field checks that types alone cannot express."""
+    d = cfg.data
+    if not d.keys:
+        raise ConfigError("config key data.keys must name at least one partition column")
+    if not _FREQ_RE.match(d.freq):
+        raise ConfigError(
+            f"config key data.freq={d.freq!r} is not supported; "
+            "use D, W-<DAY> (e.g. W-SUN), MS or M"
+        )
+    cols = [*d.keys, d.time_col, d.target_col, *d.regressors]
+    dup = sorted({c for c in cols if cols.count(c) > 1})
+    if dup:
+        raise ConfigError(
+            f"column {dup[0]} is named twice among data.keys/time_col/target_col/regressors"
+        )
+    t = cfg.train
+    for name, value in (("train.horizon", t.horizon), ("train.n_windows", t.n_windows)):
+        if value < 1:
+            raise ConfigError(f"config key {name} must be at least 1, got {value}")
+    if t.step is not None and t.step < 1:
+        raise ConfigError(f"config key train.step must be at least 1, got {t.step}")
+    if not 0.0 <= t.max_failed_fraction <= 1.0:
+        raise ConfigError("config key train.max_failed_fraction must lie between 0 and 1")
+    if not 0.0 < t.interval_width < 1.0:
+        raise ConfigError("config key train.interval_width must lie strictly between 0 and 1")
+    if not t.families:
+        raise ConfigError("config key train.families must name at least one model family")
+    for name in (t.select_metric, cfg.promote.baseline_metric, cfg.promote.compare_metric):
+        if name not in _METRICS:
+            raise ConfigError(
+                f"metric {name!r} is unknown; use one of {', '.join(sorted(_METRICS))}"
+            )
+    for name in cfg.promote.thresholds:
+        if name not in _METRICS:
+            raise ConfigError(
+                f"promote.thresholds.{name}: unknown metric; "
+                f"use one of {', '.join(sorted(_METRICS))}"
+            )
+    if cfg.score.horizon < 1:
+        raise ConfigError(f"config key score.horizon must be at least 1, got {cfg.score.horizon}")

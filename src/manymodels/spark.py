@@ -1,0 +1,103 @@
+"""The Spark session: the caller's, or a local one with sane defaults (never at import)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+from manymodels.errors import SetupError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+__all__ = ["check_java", "get_spark", "spark_of"]
+
+log = logging.getLogger(__name__)
+
+_LOCAL_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.driver.memory": "4g",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.python.worker.reuse": "true",
+    "spark.sql.ansi.enabled": "false",
+}
+
+
+def check_java() -> None:
+    """Stop with an install hint when no Java 17+ runtime is on the machine."""
+    java = shutil.which("java", path=os.path.join(os.environ.get("JAVA_HOME", ""), "bin")) or (
+        shutil.which("java")
+    )
+    hint = (
+        "Spark needs Java 17 or newer: install it (Debian/Ubuntu: `apt-get install -y "
+        "openjdk-17-jre-headless`; macOS: `brew install openjdk@17`) or set JAVA_HOME."
+    )
+    if java is None:
+        raise SetupError(f"no `java` found on PATH. {hint}")
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except OSError as exc:  # pragma: no cover - a broken java binary
+        raise SetupError(f"`{java} -version` failed ({exc}). {hint}") from None
+    text = out.stderr + out.stdout
+    version = _java_major(text)
+    if version is not None and version < 17:
+        raise SetupError(f"found Java {version} at {java}. {hint}")
+
+
+def _java_major(text: str) -> int | None:
+    import re
+
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', text)
+    if not m:
+        return None
+    major = int(m.group(1))
+    return int(m.group(2) or 0) if major == 1 else major
+
+
+def get_spark(
+    master: str | None = None, app_name: str = "manymodels", conf: dict[str, Any] | None = None
+) -> SparkSession:
+    """The active Spark session, or a new local one (``local[*]``, UI off, Arrow on).
+
+    On Databricks or any cluster the caller's session is returned untouched.
+    """
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise SetupError(
+            "pyspark is not installed. On a laptop install the embedded default with "
+            "`pip install 'manymodels[local]'`; on Databricks use the cluster's runtime."
+        ) from None
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    check_java()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.master(
+        master or os.environ.get("MANYMODELS_SPARK_MASTER", "local[*]")
+    )
+    builder = builder.appName(app_name)
+    for key, value in {**_LOCAL_CONF, **(conf or {})}.items():
+        builder = builder.config(key, value)
+    log.info("starting a local Spark session (%s)", master or "local[*]")
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def spark_of(df: DataFrame | None = None, spark: SparkSession | None = None) -> SparkSession:
+    """The session to use: the one given, the DataFrame's, the active one, else a local one."""
+    if spark is not None:
+        return spark
+    if df is not None:
+        return df.sparkSession
+    return get_spark()

@@ -1,0 +1,436 @@
+"""The table store: one interface over local Delta tables (delta-rs) and Spark catalog tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union, cast
+
+import pandas as pd
+import pyarrow as pa
+
+from manymodels.config import Config
+from manymodels.errors import SetupError, TableError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame as SparkDataFrame
+    from pyspark.sql import SparkSession
+
+__all__ = ["LocalDeltaStore", "SparkTableStore", "TableRef", "TableStore", "open_store"]
+
+log = logging.getLogger(__name__)
+
+Data = Union[pd.DataFrame, pa.Table, "SparkDataFrame"]
+Predicate = Mapping[str, Any]
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def _check_ident(part: str, what: str) -> str:
+    if not isinstance(part, str) or not _IDENT.match(part):
+        raise TableError(
+            f"{what} {part!r} is not a safe identifier: use letters, digits and underscores, "
+            "starting with a letter or underscore"
+        )
+    return part
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """A validated table address: optional catalog, schema (layer) and table name."""
+
+    schema: str
+    table: str
+    catalog: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_ident(self.schema, "schema name")
+        _check_ident(self.table, "table name")
+        if self.catalog is not None:
+            _check_ident(self.catalog, "catalog name")
+
+    @property
+    def name(self) -> str:
+        parts = (
+            [self.catalog, self.schema, self.table] if self.catalog else [self.schema, self.table]
+        )
+        return ".".join(parts)
+
+    @property
+    def quoted(self) -> str:
+        return ".".join(f"`{p}`" for p in self.name.split("."))
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _is_spark_df(data: Any) -> bool:
+    return type(data).__name__ == "DataFrame" and hasattr(data, "sparkSession")
+
+
+def _to_arrow(data: pd.DataFrame | pa.Table) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pd.DataFrame):
+        return pa.Table.from_pandas(data, preserve_index=False)
+    raise TableError(f"cannot write a {type(data).__name__}; pass a pandas, Arrow or Spark frame")
+
+
+def _sql_literal(value: Any) -> str:
+    if value is None:
+        raise TableError("a predicate value may not be null")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, (dt.date, dt.datetime, pd.Timestamp)):
+        return f"'{value}'"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def predicate_sql(predicate: Predicate, quote: str) -> str:
+    """A safe SQL predicate from ``{column: value or list of values}``."""
+    if not predicate:
+        raise TableError("a replace predicate must name at least one column")
+    clauses = []
+    for col, value in predicate.items():
+        ident = f"{quote}{_check_ident(col, 'column name')}{quote}"
+        if isinstance(value, (list, tuple, set, frozenset)):
+            values = sorted(value, key=str)
+            if not values:
+                clauses.append("false")
+                continue
+            clauses.append(f"{ident} IN ({', '.join(_sql_literal(v) for v in values)})")
+        else:
+            clauses.append(f"{ident} = {_sql_literal(value)}")
+    return " AND ".join(clauses)
+
+
+class TableStore(ABC):
+    """Read, overwrite, append, replace-where, merge, and version history of named tables."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def ref(self, layer: str, table: str) -> TableRef:
+        """The address of ``table`` in the configured bronze/silver/gold schema."""
+        schema = {"bronze": self.cfg.tables.bronze, "silver": self.cfg.tables.silver}.get(
+            layer, self.cfg.tables.gold if layer == "gold" else layer
+        )
+        return TableRef(schema, table, self.cfg.tables.catalog)
+
+    @abstractmethod
+    def exists(self, ref: TableRef) -> bool: ...
+
+    @abstractmethod
+    def read_arrow(
+        self, ref: TableRef, version: int | None = None, columns: Sequence[str] | None = None
+    ) -> pa.Table: ...
+
+    def read_pandas(
+        self, ref: TableRef, version: int | None = None, columns: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        return self.read_arrow(ref, version, columns).to_pandas()
+
+    @abstractmethod
+    def schema(self, ref: TableRef) -> pa.Schema:
+        """The table's columns and types as Arrow, without reading rows."""
+
+    @abstractmethod
+    def read_spark(
+        self, spark: SparkSession, ref: TableRef, version: int | None = None
+    ) -> SparkDataFrame: ...
+
+    @abstractmethod
+    def write(
+        self,
+        ref: TableRef,
+        data: Data,
+        mode: str = "overwrite",
+        replace: Predicate | None = None,
+    ) -> None:
+        """Overwrite, append, or (``replace=``) swap the rows matching a predicate, atomically."""
+
+    def overwrite(self, ref: TableRef, data: Data) -> None:
+        self.write(ref, data, "overwrite")
+
+    def append(self, ref: TableRef, data: Data) -> None:
+        self.write(ref, data, "append")
+
+    def replace_where(self, ref: TableRef, data: Data, predicate: Predicate) -> None:
+        """Replace exactly the rows matching ``predicate`` with ``data`` in one transaction."""
+        self.write(ref, data, "overwrite", replace=predicate)
+
+    @abstractmethod
+    def merge(self, ref: TableRef, data: Data, on: Sequence[str]) -> None:
+        """Upsert ``data`` on the key columns ``on``."""
+
+    @abstractmethod
+    def version(self, ref: TableRef) -> int | None: ...
+
+    @abstractmethod
+    def history(self, ref: TableRef) -> list[dict[str, Any]]: ...
+
+    def require(self, ref: TableRef, hint: str) -> None:
+        if not self.exists(ref):
+            raise TableError(f"table {ref} does not exist yet; {hint}")
+
+
+# --------------------------------------------------------------------------- local Delta
+
+
+class LocalDeltaStore(TableStore):
+    """Delta tables under ``<home>/tables/<schema>/<table>`` via delta-rs; Spark reads Parquet."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        try:
+            import deltalake  # noqa: F401
+        except ImportError:
+            raise SetupError(
+                "the local table store needs the `deltalake` package: "
+                "`pip install 'manymodels[local]'`, or set tables.backend=spark"
+            ) from None
+        self.root = cfg.home_path / "tables"
+
+    def path(self, ref: TableRef) -> Path:
+        parts = [ref.catalog, ref.schema, ref.table] if ref.catalog else [ref.schema, ref.table]
+        return self.root.joinpath(*parts)
+
+    def exists(self, ref: TableRef) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(str(self.path(ref)))
+
+    def _table(self, ref: TableRef, version: int | None = None) -> Any:
+        from deltalake import DeltaTable
+
+        if not self.exists(ref):
+            raise TableError(
+                f"table {ref} does not exist at {self.path(ref)}; run the step that writes it"
+            )
+        try:
+            return DeltaTable(str(self.path(ref)), version=version)
+        except Exception as exc:
+            raise TableError(f"cannot open {ref} at version {version}: {exc}") from None
+
+    def read_arrow(
+        self, ref: TableRef, version: int | None = None, columns: Sequence[str] | None = None
+    ) -> pa.Table:
+        table: pa.Table = self._table(ref, version).to_pyarrow_table(
+            columns=list(columns) if columns else None
+        )
+        return table
+
+    def schema(self, ref: TableRef) -> pa.Schema:
+        result: pa.Schema = self._table(ref).to_pyarrow_dataset().schema
+        return result
+
+    def read_spark(
+        self, spark: SparkSession, ref: TableRef, version: int | None = None
+    ) -> SparkDataFrame:
+        table = self._table(ref, version)
+        files = table.file_uris()
+        if not files:
+            return spark.createDataFrame(table.to_pyarrow_table())
+        return spark.read.parquet(*files)
+
+    def _staged(self, data: Data) -> tuple[Any, Path | None]:
+        """Arrow data to write; a Spark frame is first written to Parquet by the executors."""
+        if not _is_spark_df(data):
+            return _to_arrow(cast("pd.DataFrame | pa.Table", data)), None
+        import pyarrow.dataset as pds
+
+        stage = self.cfg.home_path / "_staging" / uuid.uuid4().hex
+        cast("SparkDataFrame", data).write.mode("overwrite").parquet(str(stage))
+        dataset = pds.dataset(str(stage), format="parquet")
+        if not dataset.files:
+            return dataset.schema.empty_table(), stage
+        return dataset.scanner().to_reader(), stage
+
+    def write(
+        self,
+        ref: TableRef,
+        data: Data,
+        mode: str = "overwrite",
+        replace: Predicate | None = None,
+    ) -> None:
+        from deltalake import write_deltalake
+
+        if mode not in ("overwrite", "append"):
+            raise TableError(f"unknown write mode {mode!r}; use overwrite or append")
+        source, stage = self._staged(data)
+        path = self.path(ref)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            kwargs: dict[str, Any] = {"mode": mode}
+            if replace is not None:
+                if not self.exists(ref):
+                    kwargs = {"mode": "overwrite"}
+                else:
+                    kwargs["predicate"] = predicate_sql(replace, '"')
+            elif mode == "overwrite":
+                kwargs["schema_mode"] = "overwrite"
+            write_deltalake(str(path), source, **kwargs)
+        except TableError:
+            raise
+        except Exception as exc:
+            raise TableError(f"writing {ref} ({mode}) failed: {exc}") from exc
+        finally:
+            if stage is not None:
+                shutil.rmtree(stage, ignore_errors=True)
+        log.debug("wrote %s (%s)", ref, mode)
+
+    def merge(self, ref: TableRef, data: Data, on: Sequence[str]) -> None:
+        if not self.exists(ref):
+            self.write(ref, data, "overwrite")
+            return
+        source, stage = self._staged(data)
+        if not isinstance(source, pa.Table):
+            source = source.read_all()
+        cond = " AND ".join(f't."{_check_ident(c, "column name")}" = s."{c}"' for c in on)
+        try:
+            (
+                self._table(ref)
+                .merge(source, cond, source_alias="s", target_alias="t")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
+            )
+        except Exception as exc:
+            raise TableError(f"merging into {ref} on {list(on)} failed: {exc}") from exc
+        finally:
+            if stage is not None:
+                shutil.rmtree(stage, ignore_errors=True)
+
+    def version(self, ref: TableRef) -> int | None:
+        return int(self._table(ref).version()) if self.exists(ref) else None
+
+    def history(self, ref: TableRef) -> list[dict[str, Any]]:
+        return list(self._table(ref).history()) if self.exists(ref) else []
+
+
+# --------------------------------------------------------------------------- Spark catalog
+
+
+class SparkTableStore(TableStore):
+    """Catalog tables written by Spark: Delta where the cluster has it, else Parquet."""
+
+    def __init__(self, cfg: Config, spark: SparkSession | None = None) -> None:
+        super().__init__(cfg)
+        from manymodels.spark import spark_of
+
+        self.spark = spark_of(spark=spark)
+        self.format = cfg.tables.format
+
+    def _ensure_schema(self, ref: TableRef) -> None:
+        schema = f"`{ref.catalog}`.`{ref.schema}`" if ref.catalog else f"`{ref.schema}`"
+        self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+
+    def exists(self, ref: TableRef) -> bool:
+        return bool(self.spark.catalog.tableExists(ref.name))
+
+    def read_spark(
+        self, spark: SparkSession, ref: TableRef, version: int | None = None
+    ) -> SparkDataFrame:
+        if not self.exists(ref):
+            raise TableError(f"table {ref} does not exist yet; run the step that writes it")
+        if version is None:
+            return spark.table(ref.name)
+        if self.format != "delta":
+            raise TableError(f"reading {ref} at a version needs tables.format=delta")
+        return spark.read.option("versionAsOf", version).table(ref.name)
+
+    def read_arrow(
+        self, ref: TableRef, version: int | None = None, columns: Sequence[str] | None = None
+    ) -> pa.Table:
+        df = self.read_spark(self.spark, ref, version)
+        if columns:
+            df = df.select(*columns)
+        table: pa.Table = df.toArrow()
+        return table
+
+    def schema(self, ref: TableRef) -> pa.Schema:
+        result: pa.Schema = self.read_spark(self.spark, ref).limit(0).toArrow().schema
+        return result
+
+    def _frame(self, data: Data) -> SparkDataFrame:
+        if _is_spark_df(data):
+            return cast("SparkDataFrame", data)
+        return self.spark.createDataFrame(_to_arrow(cast("pd.DataFrame | pa.Table", data)))
+
+    def write(
+        self,
+        ref: TableRef,
+        data: Data,
+        mode: str = "overwrite",
+        replace: Predicate | None = None,
+    ) -> None:
+        self._ensure_schema(ref)
+        df = self._frame(data)
+        if replace is not None and self.exists(ref):
+            pred = predicate_sql(replace, "`")
+            if self.format == "delta":
+                (
+                    df.write.format("delta")
+                    .mode("overwrite")
+                    .option("replaceWhere", pred)
+                    .saveAsTable(ref.name)
+                )
+                return
+            # Parquet has no transactions: build the new content first, then swap it in.
+            kept = self.spark.table(ref.name).where(f"NOT ({pred})")
+            df = kept.unionByName(df, allowMissingColumns=True).localCheckpoint(eager=True)
+            mode = "overwrite"
+        writer = df.write.format(self.format).mode(mode)
+        if mode == "overwrite":
+            writer = writer.option("overwriteSchema", "true")
+        writer.saveAsTable(ref.name)
+
+    def merge(self, ref: TableRef, data: Data, on: Sequence[str]) -> None:
+        df = self._frame(data)
+        if not self.exists(ref):
+            self.write(ref, df, "overwrite")
+            return
+        for c in on:
+            _check_ident(c, "column name")
+        if self.format == "delta":
+            from delta.tables import DeltaTable
+
+            cond = " AND ".join(f"t.`{c}` = s.`{c}`" for c in on)
+            (
+                DeltaTable.forName(self.spark, ref.name)
+                .alias("t")
+                .merge(df.alias("s"), cond)
+                .whenMatchedUpdateAll()
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+            return
+        kept = self.spark.table(ref.name).join(df.select(*on).distinct(), list(on), "left_anti")
+        merged = kept.unionByName(df, allowMissingColumns=True).localCheckpoint(eager=True)
+        merged.write.format(self.format).mode("overwrite").saveAsTable(ref.name)
+
+    def version(self, ref: TableRef) -> int | None:
+        hist = self.history(ref)
+        return int(hist[0]["version"]) if hist else None
+
+    def history(self, ref: TableRef) -> list[dict[str, Any]]:
+        if self.format != "delta" or not self.exists(ref):
+            return []
+        rows = self.spark.sql(f"DESCRIBE HISTORY {ref.quoted}").collect()
+        return [r.asDict() for r in rows]
+
+
+def open_store(cfg: Config, spark: SparkSession | None = None) -> TableStore:
+    """The table store the config asks for (``tables.backend``)."""
+    if cfg.tables.backend == "local":
+        return LocalDeltaStore(cfg)
+    return SparkTableStore(cfg, spark)

@@ -1,0 +1,218 @@
+"""Ingest and clean on crafted sources: the table of bad inputs and what each one gives."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from deltalake import DeltaTable
+
+from manymodels.clean import clean, clean_frame
+from manymodels.config import DataConfig
+from manymodels.errors import DataError
+from manymodels.ingest import ingest
+from manymodels.tables import open_store
+
+HEADER = "date,store,item,sales\n"
+
+
+def write(path: Path, body: str, header: str = HEADER) -> Path:
+    path.write_text(header + body)
+    return path
+
+
+def good_rows(store: int = 1, item: int = 1, days: int = 5, start: str = "2024-01-01") -> str:
+    dates = pd.date_range(start, periods=days, freq="D")
+    return "".join(f"{d.date()},{store},{item},{i + 1}\n" for i, d in enumerate(dates))
+
+
+@pytest.fixture
+def cfg(make_cfg):
+    return make_cfg("data.time_col=date", "data.target_col=sales")
+
+
+def silver(cfg):
+    return open_store(cfg).read_pandas(open_store(cfg).ref("silver", "sales"))
+
+
+def quarantine(cfg):
+    store = open_store(cfg)
+    return store.read_pandas(store.ref("silver", "sales_quarantine"))
+
+
+# One row each: (the bad CSV row, the expected quarantine reason).
+BAD_ROWS = [
+    ("2024-01-03,,1,5", "null key store"),
+    ("2024-01-03,1, ,5", "null key item"),
+    ("03/01/2024,1,1,5", "unparseable date"),
+    ("not a date,1,1,5", "unparseable date"),
+    ("2024-01-03 13:30:00,1,1,5", "date does not fit frequency D"),
+    ("2024-01-03,1,1,", "missing target"),
+    ("2024-01-03,1,1,lots", "non-numeric target"),
+    ("2024-01-03,1,1,inf", "non-finite target"),
+]
+
+
+@pytest.mark.parametrize(("row", "reason"), BAD_ROWS)
+def test_each_bad_row_is_quarantined_with_its_reason(tmp_path, cfg, row, reason):
+    src = write(tmp_path / "in.csv", good_rows(days=2, start="2024-01-01") + row + "\n")
+    ingest([src], cfg)
+    result = clean(cfg)
+    q = quarantine(cfg)
+    assert q["reason"].tolist() == [reason]
+    assert result.rows_in == 3 and result.quarantined == 1
+    assert len(silver(cfg)) == 2
+    # the quarantined row is kept as landed, with its source
+    assert q["_source"].iloc[0].endswith("in.csv")
+
+
+def test_weekly_and_monthly_frequency_checks(tmp_path, make_cfg):
+    body = "2024-01-07,1,1,1\n2024-01-14,1,1,2\n2024-01-16,1,1,3\n"  # the 16th is a Tuesday
+    cfg = make_cfg("data.time_col=date", "data.target_col=sales", "data.freq=W-SUN")
+    ingest([write(tmp_path / "w.csv", body)], cfg)
+    clean(cfg)
+    assert quarantine(cfg)["reason"].tolist() == ["date does not fit frequency W-SUN"]
+    frame = pd.DataFrame(
+        {
+            "date": ["2024-01-01", "2024-02-01", "2024-02-15"],
+            "store": "1",
+            "item": "1",
+            "sales": ["1", "2", "3"],
+        }
+    )
+    out = clean_frame(frame, DataConfig(time_col="date", target_col="sales", freq="MS"))
+    assert out.quarantine["reason"].tolist() == ["date does not fit frequency MS"]
+    assert out.silver["ds"].dt.day.tolist() == [1, 1]
+
+
+def test_source_missing_the_target_stops_with_one_line(tmp_path, cfg):
+    src = write(tmp_path / "in.csv", "2024-01-01,1,1,3\n", header="date,store,item,qty\n")
+    with pytest.raises(DataError) as err:
+        ingest([src], cfg)
+    msg = str(err.value)
+    assert "no column 'sales'" in msg and "data.target_col" in msg
+    assert "found columns: date, store, item, qty" in msg
+    assert "\n" not in msg
+    assert not open_store(cfg).exists(open_store(cfg).ref("bronze", "sales_raw"))
+
+
+def test_clean_with_a_mistyped_column_setting_leaves_tables_as_they_were(tmp_path, cfg, make_cfg):
+    ingest([write(tmp_path / "in.csv", good_rows())], cfg)
+    clean(cfg)
+    store = open_store(cfg)
+    before = store.version(store.ref("silver", "sales"))
+    typo = make_cfg("data.time_col=date", "data.target_col=sale")
+    with pytest.raises(DataError, match="no column 'sale'"):
+        clean(typo)
+    assert store.version(store.ref("silver", "sales")) == before
+    assert len(silver(cfg)) == 5
+
+
+def test_reingesting_a_file_does_not_duplicate_and_counts_add_up(tmp_path, cfg):
+    a = write(tmp_path / "a.csv", good_rows(1, 1, 10))
+    b = write(tmp_path / "b.csv", good_rows(1, 2, 10) + "2024-01-02,1,2,7\n")  # a duplicate day
+    ingest([a, b], cfg)
+    ingest([a], cfg)
+    store = open_store(cfg)
+    raw = store.read_pandas(store.ref("bronze", "sales_raw"))
+    assert len(raw) == 21 and set(raw.columns) >= {"_source", "_ingested_at"}
+    result = clean(cfg)
+    assert result.duplicates_merged == 1
+    assert result.rows_in == result.silver_rows - result.filled_rows + result.quarantined + (
+        result.duplicates_merged + result.future_rows
+    )
+    s = silver(cfg)
+    day2 = s[(s["item"] == 2) & (pd.to_datetime(s["ds"]) == "2024-01-02")]
+    assert day2["y"].tolist() == [2.0 + 7.0]  # the default duplicate rule sums
+
+
+@pytest.mark.parametrize(("policy", "expected"), [("zero", 0.0), ("ffill", 2.0), ("nan", None)])
+def test_gap_policies(policy, expected):
+    frame = pd.DataFrame(
+        {
+            "ds": ["2024-01-01", "2024-01-02", "2024-01-04"],
+            "store": "1",
+            "item": "a",
+            "y": ["1", "2", "4"],
+        }
+    )
+    out = clean_frame(frame, DataConfig(fill=policy))
+    assert out.filled_rows == 1 and out.silver_rows == 4
+    gap = out.silver[out.silver["is_filled"]]
+    assert gap["ds"].tolist() == [pd.Timestamp("2024-01-03")]
+    value = gap["y"].iloc[0]
+    assert pd.isna(value) if expected is None else value == expected
+    assert out.silver["item"].tolist() == ["a"] * 4  # text keys stay text
+
+
+def test_weekly_gaps_fill_on_the_anchor_day():
+    frame = pd.DataFrame(
+        {"ds": ["2024-01-07", "2024-01-28"], "store": "1", "item": "1", "y": ["1", "2"]}
+    )
+    out = clean_frame(frame, DataConfig(freq="W-SUN"))
+    assert [d.day for d in out.silver["ds"]] == [7, 14, 21, 28]
+    frame = pd.DataFrame(
+        {"ds": ["2024-01-31", "2024-04-30"], "store": "1", "item": "1", "y": ["1", "2"]}
+    )
+    out = clean_frame(frame, DataConfig(freq="M"))
+    assert [str(d.date()) for d in out.silver["ds"]] == [
+        "2024-01-31",
+        "2024-02-29",
+        "2024-03-31",
+        "2024-04-30",
+    ]
+
+
+def test_future_rows_with_regressors_go_to_the_future_table():
+    frame = pd.DataFrame(
+        {
+            "ds": ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"],
+            "store": "1",
+            "item": "1",
+            "y": ["1", "2", "", ""],
+            "price": ["1.0", "1.0", "0.8", "x"],
+        }
+    )
+    out = clean_frame(frame, DataConfig(regressors=["price"]))
+    assert out.future["ds"].tolist() == [pd.Timestamp("2024-01-03")]
+    assert out.quarantine["reason"].tolist() == ["non-numeric regressor price"]
+    assert out.silver_rows == 2
+
+
+def test_zip_of_csvs_and_folder_sources(tmp_path, cfg):
+    z = tmp_path / "data.zip"
+    with zipfile.ZipFile(z, "w") as archive:
+        archive.writestr("train.csv", HEADER + good_rows(1, 1, 4))
+        archive.writestr("test.csv", "id,date,store,item\n1,2024-02-01,1,1\n")  # no target: skipped
+    folder = tmp_path / "more"
+    folder.mkdir()
+    write(folder / "x.csv", good_rows(2, 1, 3))
+    pd.DataFrame(
+        {"date": pd.to_datetime(["2024-01-01"]), "store": [3], "item": [1], "sales": [5.0]}
+    ).to_parquet(folder / "y.parquet")
+    result = ingest([z, folder], cfg)
+    assert result.rows == 4 + 3 + 1
+    out = clean(cfg)
+    assert out.n_keys == 3 and out.quarantined == 0
+    path = open_store(cfg).path(open_store(cfg).ref("silver", "sales"))
+    assert DeltaTable(str(path)).to_pandas()["store"].nunique() == 3
+
+
+@pytest.mark.parametrize(
+    ("sources", "message"),
+    [
+        (["nowhere/*.csv"], "no file matches"),
+        (["missing.csv"], "does not exist"),
+    ],
+)
+def test_bad_sources(tmp_path, cfg, sources, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=message):
+        ingest(sources, cfg)
+
+
+def test_clean_before_ingest_says_what_to_run(cfg):
+    with pytest.raises(Exception, match="run `manymodels ingest"):
+        clean(cfg)
