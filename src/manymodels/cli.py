@@ -61,6 +61,29 @@ def _clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from manymodels.train import train
+
+    result = train(
+        _config(args),
+        resume=args.resume,
+        incremental=args.incremental,
+        register=not args.no_register,
+    )
+    echo(result.summary())
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from manymodels.promote import promote
+
+    result = promote(_config(args), run_id=args.run, dry_run=args.dry_run)
+    echo(result.summary())
+    if args.dry_run and args.show:
+        echo(result.decisions.to_string(index=False, max_rows=args.show))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from manymodels.pipeline import DEMO_OVERRIDES, run_demo
 
@@ -80,6 +103,8 @@ def _demo(args: argparse.Namespace) -> int:
 VERBS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "ingest": ("land source files in bronze.sales_raw", _ingest),
     "clean": ("bronze → silver.sales and silver.sales_quarantine", _clean),
+    "train": ("fit one model per key: silver.sales → gold.model_ledger + MLflow", _train),
+    "promote": ("apply the business rules per key; register the champion set", _promote),
     "demo": ("generate demand data and run the pipeline on the embedded default", _demo),
 }
 
@@ -106,6 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
         parsers[name] = p
     parsers["ingest"].add_argument(
         "sources", nargs="+", help="CSV/Parquet files, folders, globs or zips of CSVs"
+    )
+    tr = parsers["train"]
+    tr.add_argument("--resume", metavar="RUN_ID", help="refit only keys with no ok row in RUN_ID")
+    tr.add_argument(
+        "--incremental",
+        action="store_true",
+        help="carry over keys whose data is unchanged and whose model is young enough",
+    )
+    tr.add_argument(
+        "--no-register", action="store_true", help="do not register a challenger model version"
+    )
+    pr = parsers["promote"]
+    pr.add_argument("--run", metavar="RUN_ID", help="training run to promote (default: challenger)")
+    pr.add_argument("--dry-run", action="store_true", help="show the decisions, change nothing")
+    pr.add_argument(
+        "--show", type=int, default=20, metavar="N", help="decisions shown by --dry-run"
     )
     demo = parsers["demo"]
     demo.add_argument("--stores", type=int, default=3, help="stores to generate (default 3)")

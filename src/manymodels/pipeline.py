@@ -22,7 +22,7 @@ DEMO_OVERRIDES = (
     "train.n_windows=1",
 )
 
-DEMO_STEPS = ("generate", "ingest", "clean")
+DEMO_STEPS = ("generate", "ingest", "clean", "train", "promote")
 
 
 def run_demo(
@@ -76,6 +76,22 @@ def run_demo(
     cleaned = clean(cfg, store)
     yield cleaned.summary()
     if steps == "clean":
+        return
+
+    from manymodels.spark import get_spark
+    from manymodels.train import train
+
+    spark = get_spark()
+    trained = train(cfg, spark, store=store)
+    yield trained.summary()
+    if steps == "train":
+        return
+
+    from manymodels.promote import promote
+
+    promoted = promote(cfg, spark, store=store)
+    yield promoted.summary()
+    if steps == "promote":
         return
     yield f"demo finished in {time.perf_counter() - started:.1f} s; tables under {store_root(cfg)}"
 

@@ -80,6 +80,9 @@ def get_spark(
     if active is not None:
         return active
     check_java()
+    master = master or os.environ.get("MANYMODELS_SPARK_MASTER", "local[*]")
+    if master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.master(
@@ -88,7 +91,7 @@ def get_spark(
     builder = builder.appName(app_name)
     for key, value in {**_LOCAL_CONF, **(conf or {})}.items():
         builder = builder.config(key, value)
-    log.info("starting a local Spark session (%s)", master or "local[*]")
+    log.info("starting a local Spark session (%s)", master)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark

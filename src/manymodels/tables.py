@@ -83,6 +83,26 @@ def _to_arrow(data: pd.DataFrame | pa.Table) -> pa.Table:
     raise TableError(f"cannot write a {type(data).__name__}; pass a pandas, Arrow or Spark frame")
 
 
+def _conform(table: pa.Table, schema: pa.Schema | None) -> pa.Table:
+    """Give columns the existing table's types (all-null columns would otherwise be untyped)."""
+    fields = []
+    for fld in table.schema:
+        if schema is not None and fld.name in schema.names:
+            target = schema.field(fld.name).type
+        elif pa.types.is_null(fld.type):
+            target = pa.string()
+        else:
+            target = fld.type
+        fields.append(pa.field(fld.name, target))
+    wanted = pa.schema(fields)
+    if wanted == table.schema:
+        return table
+    try:
+        return table.cast(wanted)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise TableError(f"the rows do not fit the table's columns: {exc}") from None
+
+
 def _sql_literal(value: Any) -> str:
     if value is None:
         raise TableError("a predicate value may not be null")
@@ -267,6 +287,9 @@ class LocalDeltaStore(TableStore):
         if mode not in ("overwrite", "append"):
             raise TableError(f"unknown write mode {mode!r}; use overwrite or append")
         source, stage = self._staged(data)
+        if isinstance(source, pa.Table):
+            keep = self.exists(ref) and (mode == "append" or replace is not None)
+            source = _conform(source, self.schema(ref) if keep else None)
         path = self.path(ref)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -295,6 +318,7 @@ class LocalDeltaStore(TableStore):
         source, stage = self._staged(data)
         if not isinstance(source, pa.Table):
             source = source.read_all()
+        source = _conform(source, self.schema(ref))
         cond = " AND ".join(f't."{_check_ident(c, "column name")}" = s."{c}"' for c in on)
         try:
             (

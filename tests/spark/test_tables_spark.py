@@ -1,4 +1,4 @@
-"""The Spark table store on Parquet (clusters with Delta use the same calls) and Spark reads of local Delta."""
+"""The Spark table store on Parquet, and Spark reading and writing local Delta tables."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from manymodels.tables import LocalDeltaStore, SparkTableStore
 @pytest.fixture
 def store(make_cfg, spark, request):
     schema = "t_" + request.node.name.replace("[", "_").replace("]", "").replace("-", "_")[:40]
-    return SparkTableStore(make_cfg("tables.backend=spark", "tables.format=parquet",
-                                    f"tables.gold={schema}"), spark)
+    return SparkTableStore(
+        make_cfg("tables.backend=spark", "tables.format=parquet", f"tables.gold={schema}"), spark
+    )
 
 
 def test_overwrite_append_replace_merge_on_parquet(store, spark):
@@ -29,7 +30,7 @@ def test_overwrite_append_replace_merge_on_parquet(store, spark):
     out = store.read_pandas(ref).sort_values("k")
     assert out["k"].tolist() == [1, 2, 3, 4] and out["v"].tolist() == [1.0, 20.0, 30.0, 4.0]
     assert store.schema(ref).names == ["k", "v"]
-    with pytest.raises(TableError, match="needs tables.format=delta"):
+    with pytest.raises(TableError, match=r"needs tables\.format=delta"):
         store.read_spark(spark, ref, version=0)
 
 
@@ -38,7 +39,9 @@ def test_local_delta_tables_are_read_by_spark_and_written_from_spark(make_cfg, s
     ref = store.ref("silver", "x")
     store.overwrite(ref, spark.range(100).selectExpr("id", "id * 2.0 as v").repartition(3))
     assert store.read_spark(spark, ref).count() == 100
-    store.replace_where(ref, spark.createDataFrame(pd.DataFrame({"id": [5], "v": [-1.0]})), {"id": 5})
+    store.replace_where(
+        ref, spark.createDataFrame(pd.DataFrame({"id": [5], "v": [-1.0]})), {"id": 5}
+    )
     df = store.read_pandas(ref)
     assert len(df) == 100 and df.loc[df["id"] == 5, "v"].tolist() == [-1.0]
     assert not (store.cfg.home_path / "_staging").exists() or not any(

@@ -1,0 +1,24 @@
+"""Forecasting model families behind one interface, their registry and their bytes."""
+
+from manymodels.models import baselines, prophet, sklearn  # noqa: F401  (registers the families)
+from manymodels.models.base import (
+    FAMILIES,
+    Forecaster,
+    ForecastSpec,
+    dumps,
+    get_family,
+    loads,
+    read_header,
+    sha256_hex,
+)
+
+__all__ = [
+    "FAMILIES",
+    "ForecastSpec",
+    "Forecaster",
+    "dumps",
+    "get_family",
+    "loads",
+    "read_header",
+    "sha256_hex",
+]

@@ -1,0 +1,559 @@
+"""Train: silver → one model per key (``applyInPandas``) → gold.model_ledger and MLflow."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from manymodels.backtest import METRICS
+from manymodels.config import Config
+from manymodels.errors import ConfigError, DataError, ThresholdError
+from manymodels.models import get_family
+from manymodels.partition import (
+    CHAMPION_COLUMNS,
+    LEDGER_COLUMNS,
+    data_fingerprint,
+    fit_partition,
+    ledger_columns,
+)
+from manymodels.spark import spark_of
+from manymodels.tables import TableStore, open_store
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame as SparkDataFrame
+    from pyspark.sql import SparkSession
+    from pyspark.sql.types import StructType
+
+__all__ = ["LEDGER_TABLE", "TrainResult", "ledger_schema", "train"]
+
+log = logging.getLogger(__name__)
+
+LEDGER_TABLE = "model_ledger"
+SILVER_TABLE = "sales"
+_BUCKET = "_mm_bucket"
+
+
+@dataclass
+class TrainResult:
+    """What a training run did: counts by outcome, its MLflow run and registered version."""
+
+    run_id: str
+    n_keys: int
+    ok: int
+    failed: int
+    skipped: int
+    fitted: int
+    carried_over: int
+    seconds: float
+    model_version: int | None = None
+    top_errors: list[tuple[str, int, str]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        rate = self.fitted / self.seconds if self.seconds else 0.0
+        lines = [
+            f"training run {self.run_id}: {self.n_keys:,} keys — {self.ok:,} ok, "
+            f"{self.failed:,} failed, {self.skipped:,} skipped; {self.fitted:,} fitted, "
+            f"{self.carried_over:,} carried over; {self.seconds:.1f} s ({rate:.1f} keys/s)",
+        ]
+        if self.metrics:
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(self.metrics.items()))
+            lines.append(f"median backtest metrics over ok keys: {shown}")
+        if self.model_version is not None:
+            lines.append(f"registered model version {self.model_version} (alias challenger)")
+        for error, count, example in self.top_errors:
+            lines.append(f"  {count:,} x {error}  (e.g. {example})")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def ledger_schema(key_fields: Sequence[Any]) -> StructType:
+    """The Spark schema of gold.model_ledger, given the silver key fields."""
+    from pyspark.sql import types as T
+
+    kinds: dict[str, Any] = {
+        "trained_at": T.TimestampType(),
+        "first_ds": T.DateType(),
+        "last_ds": T.DateType(),
+        "n_obs": T.LongType(),
+        "fit_seconds": T.DoubleType(),
+        "model": T.BinaryType(),
+    }
+    fields = list(key_fields)
+    for name in LEDGER_COLUMNS:
+        if name in kinds:
+            kind = kinds[name]
+        elif name in _METRIC_COLUMNS or name.removeprefix("baseline_") in _METRIC_COLUMNS:
+            kind = T.DoubleType()
+        else:
+            kind = T.StringType()
+        fields.append(T.StructField(name, kind, True))
+    return T.StructType(fields)
+
+
+_METRIC_COLUMNS = set(METRICS)
+
+
+# --------------------------------------------------------------------------- the UDFs
+
+
+def _fit_udf(cfg: Config, run_id: str, trained_at: datetime, counters: Any) -> Any:
+    """The function applyInPandas calls once per key (config bound by closure, one argument)."""
+    done, failed = counters
+
+    def fit_group(pdf):  # type: ignore[no-untyped-def]  # untyped: Spark reads the hints
+        out = fit_partition(pdf, cfg, run_id=run_id, trained_at=trained_at)
+        done.add(1)
+        if out["status"].iloc[0] == "failed":
+            failed.add(1)
+        return out
+
+    return fit_group
+
+
+def _fingerprint_udf(keys: list[str], regs: list[str]) -> Any:
+    def fingerprint_group(pdf):  # type: ignore[no-untyped-def]
+        return _fingerprint(keys, regs, pdf)
+
+    return fingerprint_group
+
+
+def _fingerprint(keys: list[str], regs: list[str], pdf: pd.DataFrame) -> pd.DataFrame:
+    history = pdf[["ds", "y", *regs]].copy()
+    history["ds"] = pd.to_datetime(history["ds"])
+    history["y"] = history["y"].astype("float64")
+    history = history.sort_values("ds").reset_index(drop=True)
+    out = pdf[keys].iloc[:1].reset_index(drop=True)
+    out["data_fingerprint"] = data_fingerprint(history, ["ds", "y", *regs])
+    return out
+
+
+# --------------------------------------------------------------------------- balancing
+
+
+def balance(weights: Sequence[float] | np.ndarray, n_buckets: int) -> np.ndarray:
+    """Longest-processing-time-first: give each key to the least loaded of ``n_buckets``."""
+    order = np.argsort(-np.asarray(weights, dtype=float), kind="stable")
+    heap = [(0.0, b) for b in range(n_buckets)]
+    out = np.zeros(len(weights), dtype=np.int64)
+    for i in order:
+        load, b = heapq.heappop(heap)
+        out[i] = b
+        heapq.heappush(heap, (load + float(weights[i]), b))
+    return out
+
+
+def _bucket_labels(spark: SparkSession, n: int) -> np.ndarray:
+    """Long values whose Spark hash lands each in its own one of ``n`` shuffle partitions."""
+    from pyspark.sql import functions as F
+
+    rows = (
+        spark.range(0, 64 * n + 64)
+        .select("id", F.expr(f"pmod(hash(id), {n})").alias("p"))
+        .groupBy("p")
+        .agg(F.min("id").alias("id"))
+        .toPandas()
+    )
+    labels = dict(zip(rows["p"], rows["id"], strict=True))
+    return np.array([labels[p] for p in range(n)], dtype=np.int64)
+
+
+def _plan_schema(plan: pd.DataFrame, keys: list[str], key_types: dict[str, Any]) -> StructType:
+    from pyspark.sql import types as T
+
+    fields = [T.StructField(k, key_types[k], True) for k in keys]
+    fields.append(T.StructField(_BUCKET, T.LongType(), False))
+    fields += [T.StructField(c, T.StringType(), True) for c in CHAMPION_COLUMNS]
+    return T.StructType(fields)
+
+
+@contextmanager
+def _no_coalescing(spark: SparkSession) -> Iterator[None]:
+    """Adaptive execution would pack the balanced buckets back into one or two tasks."""
+    key = "spark.sql.adaptive.coalescePartitions.enabled"
+    before = spark.conf.get(key, "true")
+    spark.conf.set(key, "false")
+    try:
+        yield
+    finally:
+        spark.conf.set(key, before or "true")
+
+
+class _Progress:
+    """Logs partitions done, failed and the rate every few seconds while the fit stage runs."""
+
+    def __init__(self, done: Any, failed: Any, total: int, every: float = 10.0) -> None:
+        self.done, self.failed, self.total, self.every = done, failed, total, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="manymodels-progress", daemon=True)
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> _Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def line(self) -> str:
+        done, failed = int(self.done.value), int(self.failed.value)
+        secs = time.perf_counter() - self.started
+        rate = done / secs if secs > 0 else 0.0
+        pct = 100.0 * done / self.total if self.total else 100.0
+        return (
+            f"trained {done:,}/{self.total:,} partitions ({pct:.0f}%), {failed:,} failed, "
+            f"{rate:.1f}/s"
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            log.info(self.line())
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def _check_config(cfg: Config) -> None:
+    for name in [*cfg.train.families, *([cfg.train.fallback] if cfg.train.fallback else [])]:
+        get_family(name)  # raises with the known families
+    unknown = set(cfg.train.params) - set(cfg.train.families) - {cfg.train.fallback}
+    if unknown:
+        raise ConfigError(
+            f"train.params names {sorted(unknown)}, which train.families does not list"
+        )
+
+
+def _silver(
+    store: TableStore, spark: SparkSession, cfg: Config
+) -> tuple[SparkDataFrame, int | None]:
+    ref = store.ref("silver", SILVER_TABLE)
+    store.require(ref, "run `manymodels clean` first")
+    cols = [*cfg.data.keys, "ds", "y", *cfg.data.regressors]
+    found = store.schema(ref).names
+    missing = [c for c in cols if c not in found]
+    if missing:
+        raise DataError(
+            f"{ref} has no column {missing[0]!r}; found {', '.join(found)}. Re-run `manymodels "
+            "clean` with the same data.keys / data.regressors as training"
+        )
+    return store.read_spark(spark, ref).select(*cols), store.version(ref)
+
+
+def _carry_over(
+    spark: SparkSession,
+    store: TableStore,
+    cfg: Config,
+    silver: SparkDataFrame,
+    run_id: str,
+    now: datetime,
+) -> tuple[SparkDataFrame | None, SparkDataFrame]:
+    """Split keys into carried-over ledger rows and keys to fit (incremental mode)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    keys, regs = list(cfg.data.keys), list(cfg.data.regressors)
+    ref = store.ref("gold", LEDGER_TABLE)
+    all_keys = silver.select(*keys).distinct()
+    if not store.exists(ref):
+        return None, all_keys
+    schema = silver.select(*keys).schema.add("data_fingerprint", "string")
+    prints = silver.groupBy(*keys).applyInPandas(_fingerprint_udf(keys, regs), schema=schema)
+    newest = Window.partitionBy(*keys).orderBy(F.col("trained_at").desc())
+    cutoff = now - timedelta(days=cfg.train.max_model_age_days)
+    prev = (
+        store.read_spark(spark, ref)
+        .where(F.col("status") == "ok")
+        .withColumn("_rank", F.row_number().over(newest))
+        .where(F.col("_rank") == 1)
+        .drop("_rank")
+    )
+    fresh = prev.where(F.col("trained_at") >= F.lit(cutoff)).join(
+        prints, [*keys, "data_fingerprint"], "inner"
+    )
+    carried = fresh.withColumn("run_id", F.lit(run_id))
+    todo = all_keys.join(carried.select(*keys), keys, "left_anti")
+    return carried, todo
+
+
+def _resume_todo(
+    spark: SparkSession, store: TableStore, cfg: Config, silver: SparkDataFrame, run_id: str
+) -> SparkDataFrame:
+    from pyspark.sql import functions as F
+
+    keys = list(cfg.data.keys)
+    ref = store.ref("gold", LEDGER_TABLE)
+    all_keys = silver.select(*keys).distinct()
+    if not store.exists(ref):
+        return all_keys
+    done = (
+        store.read_spark(spark, ref)
+        .where((F.col("run_id") == run_id) & (F.col("status") == "ok"))
+        .select(*keys)
+    )
+    return all_keys.join(done, keys, "left_anti")
+
+
+def _with_champions(plan: pd.DataFrame, cfg: Config, store: TableStore) -> pd.DataFrame:
+    """Add each key's current champion (run, family, params) so the fit can backtest it too."""
+    from manymodels import registry
+
+    keys = list(cfg.data.keys)
+    empty = plan.assign(**{c: None for c in CHAMPION_COLUMNS})
+    if registry.get_alias_version(cfg, "champion") is None:
+        return empty
+    manifest = registry.load_model_set(cfg, alias="champion").manifest[[*keys, "run_id", "family"]]
+    ledger = store.read_pandas(store.ref("gold", LEDGER_TABLE), columns=[*keys, "run_id", "params"])
+    ledger = ledger.drop_duplicates([*keys, "run_id"], keep="last")
+    champs = manifest.merge(ledger, on=[*keys, "run_id"], how="left").rename(
+        columns={
+            "run_id": "_champion_run_id",
+            "family": "_champion_family",
+            "params": "_champion_params",
+        }
+    )
+    for k in keys:
+        champs[k] = champs[k].astype(plan[k].dtype)
+    return plan.merge(champs, on=keys, how="left")
+
+
+def _fit_frame(
+    spark: SparkSession,
+    cfg: Config,
+    silver: SparkDataFrame,
+    todo_keys: pd.DataFrame,
+    run_id: str,
+    trained_at: datetime,
+    counters: tuple[Any, Any],
+    store: TableStore,
+) -> SparkDataFrame:
+    """The ledger rows of the keys to fit, balanced over tasks by their row counts."""
+    from pyspark.sql import functions as F
+
+    keys = list(cfg.data.keys)
+    n_tasks = cfg.train.tasks or 2 * spark.sparkContext.defaultParallelism
+    n_tasks = max(1, min(n_tasks, len(todo_keys)))
+    labels = _bucket_labels(spark, n_tasks)
+    plan = todo_keys[keys].copy()
+    plan[_BUCKET] = labels[balance(todo_keys["count"].to_numpy(), n_tasks)]
+    plan = _with_champions(plan, cfg, store)
+    key_types = {f.name: f.dataType for f in silver.schema.fields if f.name in keys}
+    plan = plan[[*keys, _BUCKET, *CHAMPION_COLUMNS]]
+    plan_df = spark.createDataFrame(plan, schema=_plan_schema(plan, keys, key_types))
+    data = silver.join(F.broadcast(plan_df), keys, "inner").repartition(n_tasks, _BUCKET)
+    schema = ledger_schema([f for f in silver.schema.fields if f.name in keys])
+    fn = _fit_udf(cfg, run_id, trained_at, counters)
+    return data.groupBy(_BUCKET, *keys).applyInPandas(fn, schema=schema)
+
+
+def train(
+    cfg: Config,
+    spark: SparkSession | None = None,
+    *,
+    resume: str | None = None,
+    incremental: bool = False,
+    store: TableStore | None = None,
+    register: bool = True,
+) -> TrainResult:
+    """Fit one model per key of silver.sales and record them in gold.model_ledger.
+
+    ``resume`` continues an earlier run: only keys with no ``ok`` row in it are fitted.
+    ``incremental`` carries over keys whose data fingerprint is unchanged and whose model is
+    younger than ``train.max_model_age_days``. The run registers one model version holding the
+    whole set under the alias ``challenger`` (``register=False`` skips that).
+    """
+    from pyspark.sql import functions as F
+
+    from manymodels import registry
+
+    if resume and incremental:
+        raise ConfigError("--resume and --incremental do not combine; pick one")
+    _check_config(cfg)
+    spark = spark_of(spark=spark)
+    store = store or open_store(cfg, spark)
+    keys = list(cfg.data.keys)
+    started = time.perf_counter()
+    silver, silver_version = _silver(store, spark, cfg)
+    silver_ref = store.ref("silver", SILVER_TABLE)
+    ledger_ref = store.ref("gold", LEDGER_TABLE)
+    tags = {
+        "manymodels.silver_table": str(silver_ref),
+        "manymodels.silver_version": str(silver_version),
+        "manymodels.mode": "resume" if resume else "incremental" if incremental else "full",
+    }
+    with registry.job_run(cfg, "train", tags=tags, run_id=resume) as run:
+        run_id = run.run_id
+        now = datetime.now(timezone.utc)
+        carried: SparkDataFrame | None = None
+        if resume:
+            todo = _resume_todo(spark, store, cfg, silver, run_id)
+        elif incremental:
+            carried, todo = _carry_over(spark, store, cfg, silver, run_id, now)
+        else:
+            todo = silver.select(*keys).distinct()
+        counts = silver.join(todo, keys, "inner").groupBy(*keys).count().toPandas()
+        n_carried = 0 if carried is None else carried.count()
+        if counts.empty and n_carried == 0:
+            if resume:
+                log.info("run %s has an ok row for every key; nothing to resume", run_id)
+            else:
+                raise DataError(f"{silver_ref} has no rows to train on; run `manymodels clean`")
+        log.info(
+            "training %s keys (%s carried over) in run %s", f"{len(counts):,}", n_carried, run_id
+        )
+        sc = spark.sparkContext
+        counters = (sc.accumulator(0), sc.accumulator(0))
+        parts = []
+        if not counts.empty:
+            parts.append(_fit_frame(spark, cfg, silver, counts, run_id, now, counters, store))
+        if carried is not None and n_carried:
+            parts.append(carried.select(*ledger_columns(keys)))
+        if parts:
+            ledger = parts[0]
+            for extra in parts[1:]:
+                ledger = ledger.unionByName(extra)
+            with _no_coalescing(spark), _Progress(counters[0], counters[1], len(counts)) as prog:
+                if resume and store.exists(ledger_ref):
+                    store.merge(ledger_ref, ledger, on=[*keys, "run_id"])
+                else:
+                    store.append(ledger_ref, ledger)
+                log.info(prog.line())
+        result = _summarize(spark, store, cfg, run_id, len(counts), n_carried, started)
+        run.log_metrics(
+            {
+                "keys": result.n_keys,
+                "ok": result.ok,
+                "failed": result.failed,
+                "skipped": result.skipped,
+                "fitted": result.fitted,
+                "carried_over": result.carried_over,
+                "seconds": result.seconds,
+                **{f"median_{k}": v for k, v in result.metrics.items()},
+            }
+        )
+        per_key = (
+            store.read_spark(spark, ledger_ref)
+            .where(F.col("run_id") == run_id)
+            .drop("model")
+            .toPandas()
+        )
+        run.log_table(per_key.drop(columns=["error"]), "per_key_metrics")
+        run.log_table(
+            per_key.loc[per_key["status"] != "ok", [*keys, "status", "error"]], "failures"
+        )
+        run.set_tags({"manymodels.ok": result.ok, "manymodels.failed": result.failed})
+        _check_threshold(cfg, result)
+        if register:
+            result.model_version = _register(spark, store, cfg, run_id, silver_version)
+    result.seconds = time.perf_counter() - started
+    log.info(result.summary())
+    return result
+
+
+def _summarize(
+    spark: SparkSession,
+    store: TableStore,
+    cfg: Config,
+    run_id: str,
+    fitted: int,
+    carried: int,
+    started: float,
+) -> TrainResult:
+    from pyspark.sql import functions as F
+
+    keys = list(cfg.data.keys)
+    rows = (
+        store.read_spark(spark, store.ref("gold", LEDGER_TABLE))
+        .where(F.col("run_id") == run_id)
+        .select(*keys, "status", "error", "wape", "mase", "smape", "coverage")
+    )
+    by_status = {r["status"]: int(r["count"]) for r in rows.groupBy("status").count().collect()}
+    medians = (
+        rows.where(F.col("status") == "ok")
+        .agg(*(F.percentile_approx(c, 0.5).alias(c) for c in ("wape", "mase", "smape", "coverage")))
+        .collect()[0]
+        .asDict()
+    )
+    label = F.substring(F.regexp_replace("error", r"\s+", " "), 1, 160)
+    errors = (
+        rows.where(F.col("status") == "failed")
+        .withColumn("_e", label)
+        .withColumn("_k", F.concat_ws(",", *(F.concat(F.lit(f"{k}="), F.col(k)) for k in keys)))
+        .groupBy("_e")
+        .agg(F.count("*").alias("n"), F.min("_k").alias("example"))
+        .orderBy(F.col("n").desc())
+        .limit(5)
+        .collect()
+    )
+    return TrainResult(
+        run_id=run_id,
+        n_keys=sum(by_status.values()),
+        ok=by_status.get("ok", 0),
+        failed=by_status.get("failed", 0),
+        skipped=by_status.get("skipped", 0),
+        fitted=fitted,
+        carried_over=carried,
+        seconds=time.perf_counter() - started,
+        top_errors=[(r["_e"], int(r["n"]), r["example"]) for r in errors],
+        metrics={k: float(v) for k, v in medians.items() if v is not None},
+    )
+
+
+def _check_threshold(cfg: Config, result: TrainResult) -> None:
+    if not result.n_keys:
+        return
+    share = result.failed / result.n_keys
+    if share <= cfg.train.max_failed_fraction:
+        return
+    worst = "; ".join(f"{n:,} x {e} (e.g. {ex})" for e, n, ex in result.top_errors[:3])
+    raise ThresholdError(
+        f"training failed for {result.failed:,} of {result.n_keys:,} keys ({share:.1%}), past "
+        f"train.max_failed_fraction={cfg.train.max_failed_fraction:.1%}. Most common: {worst}. "
+        f"The failures are in gold.model_ledger; fix the cause and rerun with --resume "
+        f"{result.run_id} to refit only those keys"
+    )
+
+
+def _register(
+    spark: SparkSession, store: TableStore, cfg: Config, run_id: str, silver_version: int | None
+) -> int:
+    from pyspark.sql import functions as F
+
+    from manymodels import registry
+
+    keys = list(cfg.data.keys)
+    models = (
+        store.read_spark(spark, store.ref("gold", LEDGER_TABLE))
+        .where((F.col("run_id") == run_id) & (F.col("status") == "ok"))
+        .select(
+            *keys,
+            F.col("origin_run_id").alias("run_id"),
+            "family",
+            "model",
+            "model_sha256",
+            "last_ds",
+            "freq",
+        )
+        .toPandas()
+    )
+    version = registry.register_model_set(
+        cfg,
+        models,
+        alias="challenger",
+        run_id=run_id,
+        tags={"silver_version": str(silver_version), "step": "train"},
+        description=f"candidate set of training run {run_id}",
+    )
+    return int(version.version)
