@@ -254,11 +254,32 @@ def test_baseline_rules_by_hand() -> None:
     assert window["yhat"].tolist() == pytest.approx([7.0] * 4)
 
 
-def test_naive_intervals_widen_with_the_horizon() -> None:
-    model, history = fitted("naive")
-    pred = model.predict(future_of(history, model.spec, 9))
+@pytest.mark.parametrize("family", ["naive", "seasonal_naive"])
+def test_baseline_intervals_widen_with_the_horizon(family: str) -> None:
+    model, history = fitted(family)  # 730 daily rows: 28 calibrated steps
+    pred = model.predict(future_of(history, model.spec, 112))
     width = (pred["yhat_upper"] - pred["yhat_lower"]).to_numpy()
-    assert width[8] == pytest.approx(3 * width[0])
+    assert (np.diff(width) >= -1e-9).all()
+    assert width[111] == pytest.approx(2 * width[27])  # sqrt(h / 28) beyond step 28
+    loaded = loads(dumps(model)).predict(future_of(history, model.spec, 112))
+    np.testing.assert_allclose(loaded["yhat_upper"], pred["yhat_upper"])
+
+
+@pytest.mark.parametrize("family", ["ridge", "hgb", "random_forest", "seasonal_naive"])
+def test_intervals_are_calibrated_per_step(family: str) -> None:
+    from manymodels.backtest import backtest
+
+    spec = ForecastSpec("D", 7)
+    rng = np.random.default_rng(11)
+    n = 600
+    t = np.arange(n)
+    y = 100 + 8 * np.sin(2 * np.pi * t / 7) + np.cumsum(rng.normal(0, 0.5, n)) + rng.normal(0, 3, n)
+    history = pd.DataFrame({"ds": pd.date_range("2021-01-01", periods=n), "y": y})
+    result = backtest(lambda: get_family(family)(spec), history, 28, n_windows=4)
+    assert 0.6 <= result.metrics["coverage"] <= 0.97
+    width = result.predictions.eval("yhat_upper - yhat_lower").to_numpy()[-28:]
+    assert (np.diff(width) >= -1e-9).all()  # never narrower further ahead
+    assert width[-1] > width[0]
 
 
 # --------------------------------------------------------------------- serialization
@@ -346,16 +367,14 @@ def _files_under(*roots: str) -> set[str]:
     return found
 
 
-def test_prophet_fits_leave_no_temp_files() -> None:
+def test_prophet_fits_leave_no_temp_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import cmdstanpy
 
     spec = ForecastSpec("D", 7)
-    history = make_series("D", 60, 7)
-    get_family("prophet")(spec).fit(history)  # warm up imports
-    tmp = tempfile.gettempdir()
-    ours = {str(p) for p in Path(tmp).glob("manymodels-prophet-*")}
+    get_family("prophet")(spec).fit(make_series("D", 60, 7))  # warm up imports
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # our per-fit folders go here
     before = _files_under(cmdstanpy._TMPDIR)
     for seed in range(20):
         get_family("prophet")(spec).fit(make_series("D", 60, 7, seed=seed))
     assert _files_under(cmdstanpy._TMPDIR) == before
-    assert {str(p) for p in Path(tmp).glob("manymodels-prophet-*")} == ours
+    assert list(tmp_path.iterdir()) == []

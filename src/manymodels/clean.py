@@ -307,5 +307,5 @@ def clean(cfg: Config, store: TableStore | None = None) -> CleanResult:
     silver_ref = store.ref("silver", SILVER_TABLE)
     store.overwrite(silver_ref, _to_store_frame(result.silver))
     result.silver_version = store.version(silver_ref)
-    log.info("clean: %s", result.summary().replace("\n", "; "))
+    log.debug("clean: %s", result.summary().replace("\n", "; "))
     return result

@@ -84,6 +84,24 @@ def _promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score(args: argparse.Namespace) -> int:
+    from manymodels.score import score
+
+    result = score(
+        _config(args), horizon=args.horizon, alias=args.alias, version=args.version, job=args.job
+    )
+    echo(result.summary())
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from manymodels.report import write_report
+
+    path = write_report(_config(args), args.output)
+    echo(f"report written to {path}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from manymodels.pipeline import DEMO_OVERRIDES, run_demo
 
@@ -105,6 +123,8 @@ VERBS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "clean": ("bronze → silver.sales and silver.sales_quarantine", _clean),
     "train": ("fit one model per key: silver.sales → gold.model_ledger + MLflow", _train),
     "promote": ("apply the business rules per key; register the champion set", _promote),
+    "score": ("forecast every key with the champion set → gold.predictions", _score),
+    "report": ("write a self-contained HTML report of the pipeline's results", _report),
     "demo": ("generate demand data and run the pipeline on the embedded default", _demo),
 }
 
@@ -147,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--dry-run", action="store_true", help="show the decisions, change nothing")
     pr.add_argument(
         "--show", type=int, default=20, metavar="N", help="decisions shown by --dry-run"
+    )
+    sc = parsers["score"]
+    sc.add_argument("--horizon", type=int, default=None, help="periods to forecast per key")
+    sc.add_argument("--alias", default=None, help="model alias to score (default: champion)")
+    sc.add_argument("--version", type=int, default=None, help="model version to score")
+    sc.add_argument("--job", default=None, help="scoring job name that owns the rows")
+    parsers["report"].add_argument(
+        "--output", "-o", default=None, help="HTML file (default: <home>/report.html)"
     )
     demo = parsers["demo"]
     demo.add_argument("--stores", type=int, default=3, help="stores to generate (default 3)")

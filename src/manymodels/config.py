@@ -109,6 +109,7 @@ class ScoreConfig:
 
     horizon: int = 28
     alias: str = "champion"
+    job: str = "batch"
     max_failed_fraction: float = 0.1
     summary_levels: list[list[str]] = field(default_factory=lambda: [["store"]])
 

@@ -22,7 +22,7 @@ DEMO_OVERRIDES = (
     "train.n_windows=1",
 )
 
-DEMO_STEPS = ("generate", "ingest", "clean", "train", "promote")
+DEMO_STEPS = ("generate", "ingest", "clean", "train", "promote", "score", "report")
 
 
 def run_demo(
@@ -93,7 +93,21 @@ def run_demo(
     yield promoted.summary()
     if steps == "promote":
         return
-    yield f"demo finished in {time.perf_counter() - started:.1f} s; tables under {store_root(cfg)}"
+
+    from manymodels.score import score
+
+    scored = score(cfg, spark, store=store)
+    yield scored.summary()
+    if steps == "score":
+        return
+
+    from manymodels.report import write_report
+
+    report = write_report(cfg, store=store)
+    yield f"report: {report}"
+    yield f"demo finished in {time.perf_counter() - started:.1f} s"
+    yield f"tables: {store_root(cfg)}  (read them with deltalake, polars or Spark)"
+    yield f"MLflow: {cfg.mlflow.tracking_uri or 'sqlite:///' + str(home / 'mlflow.db')}"
 
 
 def store_root(cfg: Config) -> str:

@@ -253,7 +253,7 @@ def promote(
             result.champion_version = int(version.version)
         store.append(store.ref("gold", PROMOTIONS_TABLE), decisions)
         _write_quality(store, cfg)
-    log.info(result.summary())
+    log.debug(result.summary())
     return result
 
 

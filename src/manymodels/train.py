@@ -458,7 +458,7 @@ def train(
         if register:
             result.model_version = _register(spark, store, cfg, run_id, silver_version)
     result.seconds = time.perf_counter() - started
-    log.info(result.summary())
+    log.debug(result.summary())
     return result
 
 

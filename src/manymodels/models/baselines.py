@@ -2,14 +2,17 @@
 
 NaN targets are skipped: naive uses the last observed value, seasonal naive walks back whole
 seasons to the latest observed value of each phase (else the last observed value), and mean
-averages the observed values. Intervals come from the in-sample residuals of the same rule:
-the central ``interval_width`` quantiles of ``y_t - rule_t``, added to the forecast and widened
-with ``sqrt(h)`` for naive (h = steps ahead), ``sqrt(ceil(h / season_length))`` for seasonal
-naive, and constant for mean. Targets may be negative.
+averages the observed values. Intervals come from the in-sample errors of the same rule, per
+step ahead: from every origin in the history the rule forecasts up to ``max(28, 2 * season)``
+steps (at most half the history); the band at step h is the central ``interval_width``
+quantiles of the step-h errors (never narrowing in h), widened with ``sqrt(h / H)`` beyond the
+H calibrated steps. The mean's band is constant: quantiles of ``y - mean``. Targets may be
+negative.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,30 +25,49 @@ from manymodels.models.base import (
     IntArray,
     Intervals,
     as_float_list,
+    band_at,
     register,
     residual_band,
+    stepwise_band,
 )
 
 __all__ = ["Mean", "Naive", "SeasonalNaive"]
 
 
 class _Baseline(Forecaster):
-    """Shared state of the baselines: a forecast rule and a residual band (lo, hi)."""
+    """Shared state of the baselines: a forecast rule and a band (lo, hi) per step ahead."""
 
-    _lo = 0.0
-    _hi = 0.0
+    _lo: FloatArray
+    _hi: FloatArray
 
-    def _band(self, residuals: FloatArray) -> None:
-        self._lo, self._hi = residual_band(residuals, self.spec.interval_width)
+    def _calibrate(
+        self, y: FloatArray, forecast_index: Callable[[IntArray, IntArray], IntArray]
+    ) -> None:
+        """Per-step bands from the rule's in-sample errors: from every origin t, the forecast of
+        ``y[t + h]`` is ``y[forecast_index(t, h)]``, for h up to ``max(28, 2 * season)``."""
+        n = y.size
+        horizon = max(1, min(max(28, 2 * self.spec.season_length), n // 2))
+        origins = np.arange(n - 1)[:, None]
+        steps = np.arange(1, horizon + 1)[None, :]
+        source = forecast_index(origins, steps)
+        targets = origins + steps
+        ok = (targets < n) & (source >= 0)
+        t_idx, s_idx = np.where(ok, targets, 0), np.where(ok, source, 0)
+        errors = y[t_idx] - y[s_idx]
+        valid = ok & np.isfinite(errors)
+        self._lo, self._hi = stepwise_band(errors, valid, self.spec.interval_width)
 
-    def _interval(self, yhat: FloatArray, scale: FloatArray) -> Intervals:
-        return yhat, yhat + self._lo * scale, yhat + self._hi * scale
+    def _interval(self, yhat: FloatArray, steps: IntArray) -> Intervals:
+        lo, hi = band_at(self._lo, self._hi, steps)
+        return yhat, yhat + lo, yhat + hi
 
     def _get_state(self) -> tuple[dict[str, Any], bytes]:
-        return {"lo": self._lo, "hi": self._hi, **self._rule_state()}, b""
+        state = {"lo": as_float_list(self._lo), "hi": as_float_list(self._hi)}
+        return {**state, **self._rule_state()}, b""
 
     def _set_state(self, state: dict[str, Any], payload: bytes) -> None:
-        self._lo, self._hi = float(state["lo"]), float(state["hi"])
+        self._lo = np.asarray(state["lo"], dtype="float64")
+        self._hi = np.asarray(state["hi"], dtype="float64")
         self._set_rule_state(state)
 
     def _rule_state(self) -> dict[str, Any]:
@@ -73,11 +95,10 @@ class Naive(_Baseline):
     def _fit(self, frame: pd.DataFrame) -> None:
         obs = _observed(frame)
         self._last = float(obs[-1])
-        self._band(np.diff(obs))
+        self._calibrate(obs, lambda t, h: t + 0 * h)
 
     def _predict(self, frame: pd.DataFrame, steps: IntArray) -> Intervals:
-        yhat = np.full(steps.size, self._last)
-        return self._interval(yhat, np.sqrt(steps.astype("float64")))
+        return self._interval(np.full(steps.size, self._last), steps)
 
     def _rule_state(self) -> dict[str, Any]:
         return {"last": self._last}
@@ -112,16 +133,11 @@ class SeasonalNaive(_Baseline):
             if p >= 0:
                 season[j] = y[p]
         self._season = season
-        residuals = y[m:] - y[:-m] if n > m else np.empty(0)
-        if np.isfinite(residuals).sum() < 2:
-            residuals = np.diff(y[np.isfinite(y)])
-        self._band(residuals)
+        self._calibrate(y, lambda t, h: t - m + 1 + (h - 1) % m)
 
     def _predict(self, frame: pd.DataFrame, steps: IntArray) -> Intervals:
-        m = self.spec.season_length
-        yhat = self._season[(steps - 1) % m]
-        seasons_ahead = np.ceil(steps / m)
-        return self._interval(yhat, np.sqrt(seasons_ahead))
+        yhat = self._season[(steps - 1) % self.spec.season_length]
+        return self._interval(yhat, steps)
 
     def _rule_state(self) -> dict[str, Any]:
         return {"season": as_float_list(self._season)}
@@ -154,11 +170,12 @@ class Mean(_Baseline):
         if window is not None:
             obs = obs[-window:]
         self._mean = float(obs.mean())
-        self._band(obs - self._mean)
+        lo, hi = residual_band(obs - self._mean, self.spec.interval_width)
+        self._lo, self._hi = np.array([min(lo, 0.0)]), np.array([max(hi, 0.0)])
 
     def _predict(self, frame: pd.DataFrame, steps: IntArray) -> Intervals:
         yhat = np.full(steps.size, self._mean)
-        return self._interval(yhat, np.ones(steps.size))
+        return yhat, yhat + self._lo[0], yhat + self._hi[0]
 
     def _rule_state(self) -> dict[str, Any]:
         return {"mean": self._mean}

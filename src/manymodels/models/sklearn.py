@@ -12,20 +12,23 @@
 - Multi-step: **recursive**. One model predicts one step ahead; each prediction is fed back as
   the lag of the next step. A future that starts later than the period after the history is
   bridged the same way (regressors in the bridge take their defaults / last observed values).
-- Intervals: the central ``interval_width`` quantiles of honest one-step residuals, widened
-  with ``sqrt(h)`` at h steps ahead. Residuals come from a time holdout (the last fifth of the
-  training rows, predicted by a model fitted on the rest; in-sample when fewer than 25 rows)
-  for ridge and hgb, and from the out-of-bag predictions for random_forest.
+- Intervals: per step ahead, from honest multi-step errors. A second model, fitted on all but
+  the last fifth of the history, forecasts recursively from every origin in that last fifth,
+  up to ``max(28, 2 * season)`` steps (at most half the holdout); the band at step h is the
+  central ``interval_width`` quantiles of the step-h errors, made non-narrowing in h, and
+  beyond the calibrated steps it widens with ``sqrt(h / calibrated_steps)``. Too short for a
+  holdout (under 6 holdout rows): in-sample one-step residuals widened with ``sqrt(h)``.
 - Threads: hgb runs with OpenMP limited to one thread (Spark parallelizes over partitions;
   extra threads only contend); random_forest uses ``n_jobs=1``.
 - Bytes: ridge keeps its coefficients (no pickle); hgb and random_forest pickle the estimator.
-  All keep only the last ``max(lags, windows)`` values of z, the scalers and the residual band.
+  All keep only the last ``max(lags, windows)`` values of z, the scalers and the band per step.
 """
 
 from __future__ import annotations
 
 import importlib
 import pickle
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,11 +42,13 @@ from manymodels.models.base import (
     IntArray,
     Intervals,
     as_float_list,
+    band_at,
     check_choice,
     check_float,
     check_int,
     register,
     residual_band,
+    stepwise_band,
 )
 from manymodels.models.features import (
     calendar_features,
@@ -133,7 +138,12 @@ class _LagRegressor(Forecaster):
         self._estimator = estimator
 
     def _predict_batch(self, x: FloatArray) -> FloatArray:
-        return np.asarray(self._estimator.predict(x), dtype="float64")
+        return self._predictor(self._estimator)(x)
+
+    @staticmethod
+    def _predictor(estimator: Any) -> Callable[[FloatArray], FloatArray]:
+        """A fast batch predict function of a fitted estimator."""
+        return lambda x: np.asarray(estimator.predict(x), dtype="float64")
 
     def _estimator_state(self) -> tuple[dict[str, Any], bytes]:
         return {}, pickle.dumps(self._estimator, protocol=pickle.HIGHEST_PROTOCOL)
@@ -143,7 +153,9 @@ class _LagRegressor(Forecaster):
 
     # ----------------------------------------------------------------- fit / predict
 
-    def _recurse(self, predict: Any, buffer: FloatArray, exog: FloatArray) -> None:
+    def _recurse(
+        self, predict: Callable[[FloatArray], FloatArray], buffer: FloatArray, exog: FloatArray
+    ) -> None:
         """Fill ``buffer[:, L:]`` step by step; ``exog`` is (series, step, calendar + regs)."""
         start = buffer.shape[1] - exog.shape[1]
         for h in range(exog.shape[1]):
@@ -219,15 +231,10 @@ class _LagRegressor(Forecaster):
         buffer[:, :start] = z[origins[:, None] - start + np.arange(start)[None, :]]
         targets = origins[:, None] + np.arange(horizon)[None, :]
         inside = np.minimum(targets, n - 1)
-        self._recurse(lambda m: np.asarray(holdout.predict(m), "f8"), buffer, exog[inside])
+        self._recurse(self._predictor(holdout), buffer, exog[inside])
         errors = z[inside] - buffer[:, start:]
         valid = (targets < n) & observed[inside]
-        lo, hi = np.zeros(horizon), np.zeros(horizon)
-        for h in range(horizon):
-            lo[h], hi[h] = residual_band(errors[valid[:, h], h], self.spec.interval_width)
-        return np.minimum.accumulate(np.minimum(lo, 0.0)), np.maximum.accumulate(
-            np.maximum(hi, 0.0)
-        )
+        return stepwise_band(errors, valid, self.spec.interval_width)
 
     def _predict(self, frame: pd.DataFrame, steps: IntArray) -> Intervals:
         horizon = int(steps.max())
@@ -242,10 +249,8 @@ class _LagRegressor(Forecaster):
         buffer = np.concatenate((self._tail, np.zeros(horizon)))[None, :]
         self._recurse(self._predict_batch, buffer, exog)
         yhat = buffer[0, start + steps - 1] * self._sd + self._mu
-        cal_h = self._lo.size
-        idx = np.minimum(steps, cal_h) - 1
-        widen = np.sqrt(np.maximum(steps / cal_h, 1.0)) * self._sd
-        return yhat, yhat + self._lo[idx] * widen, yhat + self._hi[idx] * widen
+        lo, hi = band_at(self._lo, self._hi, steps)
+        return yhat, yhat + lo * self._sd, yhat + hi * self._sd
 
     def _get_state(self) -> tuple[dict[str, Any], bytes]:
         est_state, payload = self._estimator_state()
@@ -311,6 +316,12 @@ class Ridge(_LagRegressor):
 
     def _predict_batch(self, x: FloatArray) -> FloatArray:
         return np.asarray(x @ self._coef + self._intercept, dtype="float64")
+
+    @staticmethod
+    def _predictor(estimator: Any) -> Callable[[FloatArray], FloatArray]:
+        coef = np.asarray(estimator.coef_, dtype="float64")
+        intercept = float(estimator.intercept_)
+        return lambda x: np.asarray(x @ coef + intercept, dtype="float64")
 
     def _estimator_state(self) -> tuple[dict[str, Any], bytes]:
         return {"coef": as_float_list(self._coef), "intercept": self._intercept}, b""

@@ -1,0 +1,405 @@
+"""A self-contained offline HTML report of the tables: forecasts, metrics, promotions, failures."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from manymodels.config import Config
+from manymodels.errors import DataError
+from manymodels.periods import offset
+from manymodels.tables import TableStore, open_store
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["write_report"]
+
+log = logging.getLogger(__name__)
+
+# name: (layer, table, the CLI verb that writes it)
+_TABLES = {
+    "sales": ("silver", "sales", "clean"),
+    "ledger": ("gold", "model_ledger", "train"),
+    "promotions": ("gold", "promotions", "promote"),
+    "quality": ("gold", "model_quality", "promote"),
+    "predictions": ("gold", "predictions", "score"),
+}
+_METRICS = ("wape", "mase", "smape", "bias", "coverage")
+_STATUSES = ("ok", "failed", "skipped")
+_METRIC_COLS = [*_METRICS, *(f"baseline_{m}" for m in _METRICS)]
+_PRED_COLS = ["ds", "yhat", "yhat_lower", "yhat_upper", "model_version", "scoring_job", "scored_at"]
+_STYLE = (
+    "body{font-family:sans-serif;margin:2em auto;max-width:70em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}"
+    "td,th{border:1px solid #ccc;padding:2px 8px;text-align:left;font-size:.9em}"
+    "th{background:#f0f0f0}.note{color:#666;font-style:italic}img{max-width:100%}"
+)
+
+
+@dataclass
+class _Data:
+    """What the sections read: each table (None when it does not exist) and the config."""
+
+    cfg: Config
+    keys: list[str]
+    sales: pa.Table | None  # keys, ds, y — kept in Arrow, filtered before pandas
+    ledger: pd.DataFrame | None  # the latest training run, one row per key
+    promos: pd.DataFrame | None  # the latest promotion run, one row per key
+    quality: pd.DataFrame | None
+    preds: pd.DataFrame | None
+
+
+def write_report(
+    cfg: Config,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    store: TableStore | None = None,
+    n_sample: int = 6,
+    n_worst: int = 6,
+) -> Path:
+    """Write one HTML file (plots embedded as PNG, no external links); return its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    store = store or open_store(cfg)
+    keys = list(cfg.data.keys)
+    refs = {name: store.ref(layer, table) for name, (layer, table, _) in _TABLES.items()}
+    present = {name for name, ref in refs.items() if store.exists(ref)}
+    if not present:
+        raise DataError(
+            f"no manymodels tables in the work folder {cfg.home_path}: run the pipeline first "
+            "(`manymodels ingest`, `clean`, `train`, `promote`, `score`, or `manymodels demo`)"
+        )
+
+    def read(name: str, wanted: Sequence[str]) -> pa.Table | None:
+        """Only the wanted columns the table has — never the ledger's model bytes."""
+        if name not in present:
+            return None
+        names = set(store.schema(refs[name]).names)
+        cols = [c for c in dict.fromkeys([*keys, *wanted]) if c in names and c != "model"]
+        return store.read_arrow(refs[name], columns=cols)
+
+    def frame(name: str, wanted: Sequence[str]) -> pd.DataFrame | None:
+        table = read(name, wanted)
+        return None if table is None else table.to_pandas()
+
+    ledger_cols = ["run_id", "trained_at", "status", "error", "family", "n_obs", *_METRIC_COLS]
+    data = _Data(
+        cfg,
+        keys,
+        sales=read("sales", ["ds", "y"]),
+        ledger=_latest(frame("ledger", ledger_cols), keys, "run_id", "trained_at"),
+        promos=_latest(
+            frame("promotions", ["promotion_run_id", "decided_at", "decision", "reason"]),
+            keys,
+            "promotion_run_id",
+            "decided_at",
+        ),
+        quality=frame("quality", ["family", "champion_version", *_METRIC_COLS]),
+        preds=_predictions(frame("predictions", _PRED_COLS), keys, cfg.score.job),
+    )
+    body = [
+        _header(data),
+        _forecasts(data, n_sample, n_worst),
+        _metrics(data.ledger),
+        _promotions(data.promos),
+        _failures(data.ledger, keys),
+    ]
+    out = Path(path) if path is not None else cfg.home_path / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(_page(body), encoding="utf-8")
+    log.info("report written to %s", out)
+    return out
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _latest(frame: pd.DataFrame | None, keys: list[str], run: str, at: str) -> pd.DataFrame | None:
+    """The rows of the run with the latest timestamp, one per key."""
+    if frame is None or run not in frame or frame.empty:
+        return frame
+    if at in frame:
+        frame = frame.sort_values(at, kind="stable")
+    rows = frame[frame[run] == frame[run].iloc[-1]]
+    return rows.drop_duplicates([k for k in keys if k in rows], keep="last").reset_index(drop=True)
+
+
+def _predictions(preds: pd.DataFrame | None, keys: list[str], job: str) -> pd.DataFrame | None:
+    """The configured scoring job's rows (when it has any), latest per key and date."""
+    if preds is None or "ds" not in preds or "yhat" not in preds:
+        return preds
+    if "scoring_job" in preds and (preds["scoring_job"] == job).any():
+        preds = preds[preds["scoring_job"] == job]
+    if "scored_at" in preds:
+        preds = preds.sort_values("scored_at", kind="stable")
+    preds = preds.drop_duplicates([*keys, "ds"], keep="last")
+    return preds.assign(ds=pd.to_datetime(preds["ds"]))
+
+
+def _unique_keys(table: pa.Table, keys: list[str]) -> pa.Table:
+    return table.select(keys).group_by(keys).aggregate([])
+
+
+def _actuals(table: pa.Table, keys: list[str], chosen: pd.DataFrame, window: int) -> pd.DataFrame:
+    """The last ``window`` rows of each chosen key, filtered in Arrow before pandas."""
+    mask = pa.array(np.ones(table.num_rows, dtype=bool))
+    for k in keys:
+        values = pa.array(chosen[k].unique()).cast(table.schema.field(k).type)
+        mask = pc.and_(mask, pc.is_in(table[k], value_set=values))
+    rows = table.filter(mask).to_pandas().merge(chosen[keys], on=keys)
+    rows["ds"] = pd.to_datetime(rows["ds"])
+    return rows.sort_values([*keys, "ds"]).groupby(keys, sort=False).tail(window)
+
+
+def _season(cfg: Config) -> int:
+    if cfg.train.season_length:
+        return int(cfg.train.season_length)
+    off = offset(cfg.data.freq)
+    if isinstance(off, pd.offsets.Week):
+        return 52
+    if isinstance(off, (pd.offsets.MonthBegin, pd.offsets.MonthEnd)):
+        return 12
+    return 24 if isinstance(off, pd.offsets.Hour) else 7
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def _label(frame: pd.DataFrame, keys: list[str]) -> pd.Series[str]:
+    """``store=1, item=3`` per row."""
+    label = keys[0] + "=" + frame[keys[0]].astype(str)
+    for k in keys[1:]:
+        label = label + f", {k}=" + frame[k].astype(str)
+    return label.rename("key")
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(
+        index=False, escape=True, border=0, na_rep="", float_format="{:.3f}".format
+    )
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def _missing(name: str) -> str:
+    return f'<p class="note">no data yet: run <code>manymodels {_TABLES[name][2]}</code></p>'
+
+
+def _section(title: str, *parts: str) -> str:
+    return f"<section><h2>{html.escape(title)}</h2>\n" + "\n".join(parts) + "\n</section>"
+
+
+def _page(body: list[str]) -> str:
+    head = f'<meta charset="utf-8"><title>manymodels report</title><style>{_STYLE}</style>'
+    return f'<!DOCTYPE html>\n<html lang="en"><head>{head}</head>\n<body>\n' + (
+        "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def _png(fig: Figure, alt: str) -> str:
+    """The figure as an embedded PNG; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
+    finally:
+        plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _header(d: _Data) -> str:
+    ledger, preds = d.ledger, d.preds
+    if d.sales is not None:
+        n_keys: Any = _unique_keys(d.sales, d.keys).num_rows
+    else:
+        n_keys = len(ledger) if ledger is not None else "—"
+    status = ledger["status"].value_counts() if ledger is not None and "status" in ledger else None
+    version: Any = "—"
+    for frame, col in ((d.quality, "champion_version"), (preds, "model_version")):
+        if frame is not None and col in frame and frame[col].notna().any():
+            version = frame[col].max()
+            break
+    rows = [
+        ("keys", n_keys),
+        ("training run", ledger["run_id"].iloc[0] if ledger is not None and len(ledger) else "—"),
+        *((f"models {s}", "—" if status is None else status.get(s, 0)) for s in _STATUSES),
+        ("champion version", version),
+        ("prediction rows", len(preds) if preds is not None else "—"),
+        ("generated", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")),
+        ("work folder", str(d.cfg.home_path)),
+    ]
+    frame = pd.DataFrame(rows, columns=["", "value"]).astype({"value": str})
+    return "<h1>manymodels report</h1>\n" + _table(frame)
+
+
+def _forecasts(d: _Data, n_sample: int, n_worst: int) -> str:
+    title, keys = "Actuals and forecast with intervals", d.keys
+    if d.preds is not None and len(d.preds):
+        pool: pd.DataFrame | None = d.preds[keys]
+    elif d.ledger is not None and len(d.ledger):
+        pool = d.ledger[keys]
+    else:
+        pool = None if d.sales is None else _unique_keys(d.sales, keys).to_pandas()
+    if pool is None:
+        return _section(title, _missing("sales"), _missing("predictions"))
+    pool = pool.drop_duplicates().sort_values(keys).reset_index(drop=True)
+    picks = np.random.default_rng(0).choice(len(pool), min(max(n_sample, 0), len(pool)), False)
+    sample = pool.iloc[np.sort(picks)]
+    ranked, among = d.quality, " among champions"
+    if ranked is None or "wape" not in ranked:
+        ranked, among = (None if d.ledger is None else d.ledger[d.ledger["status"] == "ok"]), ""
+    worst = pd.DataFrame(columns=keys)
+    if ranked is not None and "wape" in ranked:
+        finite = ranked[np.isfinite(ranked["wape"].astype(float))]
+        worst = finite.nlargest(max(n_worst, 0), "wape")
+    chosen = pd.concat([sample[keys], worst[keys]]).drop_duplicates()
+    window = max(3 * _season(d.cfg), 2 * d.cfg.score.horizon)
+    actuals = None
+    if d.sales is not None and len(chosen):
+        actuals = _actuals(d.sales, keys, chosen, window)
+    parts = [_missing(n) for n, f in (("sales", d.sales), ("predictions", d.preds)) if f is None]
+    if len(sample):
+        parts.append(f"<h3>Sample of {len(sample)} keys (seeded)</h3>")
+        parts.append(_series(keys, sample, actuals, d.preds, "sample keys"))
+    parts.append(f"<h3>Worst keys by WAPE{among}</h3>")
+    if ranked is None:
+        parts.append(_missing("ledger"))
+    elif not len(worst):
+        parts.append(_note("no finite WAPE values to rank"))
+    else:
+        if not among:
+            parts.append(_note("no champions yet: ranking the latest training run's models"))
+        cols = [
+            c for c in ("family", "wape", "baseline_wape", "mase", "baseline_mase") if c in worst
+        ]
+        parts.append(_table(pd.concat([_label(worst, keys), worst[cols]], axis=1)))
+        parts.append(_series(keys, worst, actuals, d.preds, "worst keys"))
+    return _section(title, *parts)
+
+
+def _series(
+    keys: list[str], chosen: pd.DataFrame, actuals: pd.DataFrame | None, preds: pd.DataFrame | None,
+    alt: str,
+) -> str:  # fmt: skip
+    """One panel per chosen key: recent actuals, the forecast and its shaded interval."""
+    import matplotlib.pyplot as plt
+
+    n = len(chosen)
+    ncols = 2 if n > 1 else 1
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(11, 0.6 + 2.4 * nrows), squeeze=False)
+    for ax, (_, sel), label in zip(
+        axes.flat, chosen.iterrows(), _label(chosen, keys), strict=False
+    ):
+        for frame in (actuals, preds):
+            if frame is None:
+                continue
+            rows = frame[np.logical_and.reduce([frame[k] == sel[k] for k in keys])]
+            if frame is actuals:
+                ax.plot(rows["ds"], rows["y"], color="#333", lw=1, label="actual")
+                continue
+            ax.plot(rows["ds"], rows["yhat"], color="#1f77b4", lw=1.5, label="forecast")
+            if {"yhat_lower", "yhat_upper"} <= set(rows):
+                low, high = rows["yhat_lower"].astype(float), rows["yhat_upper"].astype(float)
+                ax.fill_between(rows["ds"], low, high, color="#1f77b4", alpha=0.2, label="interval")
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    fig.autofmt_xdate()
+    fig.subplots_adjust(hspace=0.45, top=1 - 0.35 / fig.get_figheight())
+    return _png(fig, alt)
+
+
+def _metrics(ledger: pd.DataFrame | None) -> str:
+    import matplotlib.pyplot as plt
+
+    title = "Metric distributions"
+    if ledger is None or "status" not in ledger:
+        return _section(title, _missing("ledger"))
+    ok = ledger[ledger["status"] == "ok"]
+    parts = [_note(f"{len(ok):,} ok models of training run {ledger['run_id'].iloc[0]}")]
+    for m in ("wape", "mase"):
+        if m not in ok:
+            continue
+        model = ok[m].astype(float).to_numpy()
+        base = ok[f"baseline_{m}"].astype(float).to_numpy() if f"baseline_{m}" in ok else model[:0]
+        both = np.concatenate([model, base])
+        both = both[np.isfinite(both)]
+        if not both.size:
+            parts.append(_note(f"no finite {m.upper()} values"))
+            continue
+        edges = np.histogram_bin_edges(np.clip(both, None, np.quantile(both, 0.99)), bins=30)
+        fig, ax = plt.subplots(figsize=(7, 3))
+        for values, name in ((model, "model"), (base, "seasonal naive")):
+            finite = values[np.isfinite(values)]
+            if finite.size:
+                ax.hist(np.clip(finite, None, edges[-1]), bins=list(edges), alpha=0.5, label=name)
+        ax.set(title=f"{m.upper()}: model vs seasonal-naive baseline", xlabel=m, ylabel="keys")
+        ax.legend()
+        parts.append(_png(fig, f"{m} histogram"))
+    if "family" in ok and len(ok):
+        counts = ok["family"].fillna("?").astype(str).value_counts().sort_values()
+        fig, ax = plt.subplots(figsize=(7, 1 + 0.35 * len(counts)))
+        ax.barh(counts.index, counts.to_numpy(), color="#1f77b4")
+        ax.set(title="models per family", xlabel="keys")
+        fig.subplots_adjust(left=0.25)
+        parts.append(_png(fig, "family counts"))
+    return _section(title, *parts)
+
+
+def _promotions(promos: pd.DataFrame | None) -> str:
+    title = "Promotion decisions"
+    if promos is None or "decision" not in promos:
+        return _section(title, _missing("promotions"))
+    run = promos["promotion_run_id"].iloc[0] if "promotion_run_id" in promos and len(promos) else ""
+    counts = promos["decision"].value_counts().rename_axis("decision").reset_index(name="keys")
+    parts = [_note(f"promotion run {run}"), _table(counts)]
+    if "reason" in promos:
+        reason = promos["reason"].fillna("").astype(str).str.split(":").str[0].str.strip()
+        top = promos.assign(reason=reason).value_counts(["decision", "reason"], dropna=False)
+        parts += ["<h3>Most common reasons</h3>", _table(top.head(15).reset_index(name="keys"))]
+    return _section(title, *parts)
+
+
+def _failures(ledger: pd.DataFrame | None, keys: list[str]) -> str:
+    title = "Failures"
+    if ledger is None or "status" not in ledger:
+        return _section(title, _missing("ledger"))
+    bad = ledger[ledger["status"].isin(["failed", "skipped"])]
+    error = ledger.get("error", pd.Series("", index=ledger.index)).fillna("").astype(str)
+    fallbacks = int(((ledger["status"] == "ok") & error.str.startswith("fallback")).sum())
+    parts = [_note(f"{len(bad):,} failed or skipped keys; {fallbacks:,} ok keys use the fallback")]
+    if len(bad):
+        err = error.loc[bad.index].replace("", "(no message)")
+        cls = err.str.split(":", n=1).str[0].str.strip().str[:80].rename("error class")
+        counts = pd.concat([bad["status"], cls], axis=1).value_counts().reset_index(name="keys")
+        listed = bad.head(50)
+        table = pd.concat([_label(listed, keys), listed["status"], err.loc[listed.index]], axis=1)
+        parts += [_table(counts), f"<h3>Failed and skipped keys (first {len(listed)})</h3>"]
+        parts.append(_table(table.rename(columns={table.columns[-1]: "error"})))
+    return _section(title, *parts)

@@ -1,0 +1,154 @@
+"""The pipeline end to end on Spark: ingest to score, idempotency, kills and failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from manymodels.clean import clean
+from manymodels.datasets import generate_demand, write_demand_files
+from manymodels.errors import ThresholdError
+from manymodels.ingest import ingest
+from manymodels.promote import promote
+from manymodels.score import score
+from manymodels.tables import open_store
+from manymodels.train import train
+
+HORIZON = 14
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("pipeline")
+
+
+@pytest.fixture(scope="module")
+def cfg(home):
+    from manymodels.config import load_config
+
+    repo = Path(__file__).resolve().parents[2]
+    return load_config(
+        base=repo / "conf" / "base.yml",
+        home=home,
+        overrides=[
+            "data.regressors=[price, promo]",
+            "train.families=[ridge]",
+            "train.horizon=14",
+            "promote.must_beat_baseline=false",
+            "score.summary_levels=[[store], []]",
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def scored(cfg, spark, home):
+    frame = generate_demand(2, 4, 300, seed=11)
+    write_demand_files(frame, home / "landing", n_files=2)
+    ingest([str(home / "landing")], cfg)
+    clean(cfg)
+    train(cfg, spark)
+    promote(cfg, spark)
+    return score(cfg, spark, horizon=HORIZON)
+
+
+def predictions(cfg) -> pd.DataFrame:
+    store = open_store(cfg)
+    return store.read_pandas(store.ref("gold", "predictions"))
+
+
+def test_every_key_is_forecast_on_the_right_dates(cfg, scored):
+    assert scored.rows == 8 * HORIZON and scored.keys_failed == 0
+    preds = predictions(cfg)
+    assert len(preds) == 8 * HORIZON
+    assert preds.groupby(["store", "item"]).size().eq(HORIZON).all()
+    first = pd.to_datetime(preds["ds"]).min()
+    assert first == pd.Timestamp("2021-01-01") + pd.Timedelta(days=300)
+    store = open_store(cfg)
+    summary = store.read_pandas(store.ref("gold", "forecast_summary"))
+    assert set(summary["level"]) == {"store", "total"}
+    total = summary[summary["level"] == "total"]["yhat"].sum()
+    assert total == pytest.approx(preds["yhat"].sum())
+
+
+def test_scoring_twice_gives_the_same_rows(cfg, spark, scored):
+    before = predictions(cfg).sort_values(["store", "item", "ds"]).reset_index(drop=True)
+    again = score(cfg, spark, horizon=HORIZON)
+    after = predictions(cfg).sort_values(["store", "item", "ds"]).reset_index(drop=True)
+    assert again.rows == scored.rows and len(after) == len(before)
+    cols = ["store", "item", "ds", "yhat", "yhat_lower", "yhat_upper", "model_version"]
+    pd.testing.assert_frame_equal(before[cols], after[cols])
+    assert set(after["scoring_run_id"]) == {again.run_id}
+
+
+def test_a_killed_scoring_run_leaves_predictions_as_they_were(cfg, home, scored):
+    store = open_store(cfg)
+    ref = store.ref("gold", "predictions")
+    version = store.version(ref)
+    before = predictions(cfg)
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    cmd = [
+        sys.executable,
+        "-m",
+        "manymodels.cli",
+        "--home",
+        str(home),
+        "score",
+        "--set",
+        "data.regressors=[price, promo]",
+        "--horizon",
+        "30",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    staging = home / "_staging"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if staging.exists() and any(staging.iterdir()):
+                break  # Spark is writing the output: kill the job right there
+            time.sleep(0.05)
+        assert proc.poll() is None, "the scoring run ended before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert store.version(ref) == version
+    pd.testing.assert_frame_equal(predictions(cfg), before)
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "240 predictions for 8 keys" in rerun.stdout
+    assert len(predictions(cfg)) == 8 * 30
+
+
+def test_key_failures_are_recorded_and_the_threshold_protects_predictions(cfg, spark, scored):
+    store = open_store(cfg)
+    ledger_ref = store.ref("gold", "model_ledger")
+    ledger = store.read_pandas(ledger_ref)
+    pristine = ledger.copy()
+
+    def corrupt(items: set[int]) -> None:
+        bad = ledger.copy()
+        hit = (bad["store"] == 1) & bad["item"].isin(items)
+        bad.loc[hit, "model"] = bad.loc[hit, "model"].map(lambda b: b[:-1] + bytes([b[-1] ^ 1]))
+        store.overwrite(ledger_ref, bad)
+
+    try:
+        corrupt({1})  # 1 of 8 keys: within score.max_failed_fraction=0.2
+        one = score(cfg.replace(**{"score.max_failed_fraction": 0.2}), spark, horizon=HORIZON)
+        assert (one.keys_failed, one.rows) == (1, 7 * HORIZON)
+        failures = store.read_pandas(store.ref("gold", "score_failures"))
+        assert len(failures) == 1 and "model_sha256" in failures["error"].iloc[0]
+        version = store.version(store.ref("gold", "predictions"))
+        corrupt({1, 2, 3, 4})  # half the keys
+        with pytest.raises(ThresholdError, match=r"gold\.predictions was left as it was"):
+            score(cfg, spark, horizon=HORIZON)
+        assert store.version(store.ref("gold", "predictions")) == version
+    finally:
+        store.overwrite(ledger_ref, pristine)
