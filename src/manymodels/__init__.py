@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     from manymodels.datasets import generate_demand, load_store_item_demand
     from manymodels.ingest import ingest
     from manymodels.partition import fit_partition
+    from manymodels.promote import promote
     from manymodels.registry import load_model_set
+    from manymodels.report import write_report
+    from manymodels.score import score
     from manymodels.spark import get_spark
     from manymodels.tables import open_store
     from manymodels.train import train
@@ -45,7 +48,10 @@ __all__ = [
     "load_model_set",
     "load_store_item_demand",
     "open_store",
+    "promote",
+    "score",
     "train",
+    "write_report",
 ]
 
 # The steps import pandas, Spark and MLflow helpers: load them on first use so that
@@ -59,7 +65,10 @@ _LAZY = {
     "load_model_set": "manymodels.registry",
     "load_store_item_demand": "manymodels.datasets",
     "open_store": "manymodels.tables",
+    "promote": "manymodels.promote",
+    "score": "manymodels.score",
     "train": "manymodels.train",
+    "write_report": "manymodels.report",
 }
 
 

@@ -21,7 +21,6 @@ import pyarrow.compute as pc
 
 from manymodels.config import Config
 from manymodels.errors import DataError
-from manymodels.periods import offset
 from manymodels.tables import TableStore, open_store
 
 if TYPE_CHECKING:
@@ -122,7 +121,9 @@ def write_report(
     ]
     out = Path(path) if path is not None else cfg.home_path / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(_page(body), encoding="utf-8")
+    head = f'<meta charset="utf-8"><title>manymodels report</title><style>{_STYLE}</style>'
+    page = f'<!DOCTYPE html>\n<html lang="en"><head>{head}</head>\n<body>\n{"\n".join(body)}'
+    out.write_text(page + "\n</body></html>\n", encoding="utf-8")
     log.info("report written to %s", out)
     return out
 
@@ -168,14 +169,8 @@ def _actuals(table: pa.Table, keys: list[str], chosen: pd.DataFrame, window: int
 
 
 def _season(cfg: Config) -> int:
-    if cfg.train.season_length:
-        return int(cfg.train.season_length)
-    off = offset(cfg.data.freq)
-    if isinstance(off, pd.offsets.Week):
-        return 52
-    if isinstance(off, (pd.offsets.MonthBegin, pd.offsets.MonthEnd)):
-        return 12
-    return 24 if isinstance(off, pd.offsets.Hour) else 7
+    """train.season_length, else 52 weekly, 12 monthly, 24 hourly, 7 daily."""
+    return cfg.train.season_length or {"W": 52, "M": 12, "H": 24}.get(cfg.data.freq[0].upper(), 7)
 
 
 # --------------------------------------------------------------------------- HTML
@@ -205,13 +200,6 @@ def _missing(name: str) -> str:
 
 def _section(title: str, *parts: str) -> str:
     return f"<section><h2>{html.escape(title)}</h2>\n" + "\n".join(parts) + "\n</section>"
-
-
-def _page(body: list[str]) -> str:
-    head = f'<meta charset="utf-8"><title>manymodels report</title><style>{_STYLE}</style>'
-    return f'<!DOCTYPE html>\n<html lang="en"><head>{head}</head>\n<body>\n' + (
-        "\n".join(body) + "\n</body></html>\n"
-    )
 
 
 def _png(fig: Figure, alt: str) -> str:
@@ -284,8 +272,11 @@ def _forecasts(d: _Data, n_sample: int, n_worst: int) -> str:
     if len(sample):
         parts.append(f"<h3>Sample of {len(sample)} keys (seeded)</h3>")
         parts.append(_series(keys, sample, actuals, d.preds, "sample keys"))
-    parts.append(f"<h3>Worst keys by WAPE{among}</h3>")
-    if ranked is None:
+    if n_worst > 0:
+        parts.append(f"<h3>Worst keys by WAPE{among}</h3>")
+    if n_worst <= 0:
+        pass
+    elif ranked is None:
         parts.append(_missing("ledger"))
     elif not len(worst):
         parts.append(_note("no finite WAPE values to rank"))
@@ -300,17 +291,30 @@ def _forecasts(d: _Data, n_sample: int, n_worst: int) -> str:
     return _section(title, *parts)
 
 
-def _series(
-    keys: list[str], chosen: pd.DataFrame, actuals: pd.DataFrame | None, preds: pd.DataFrame | None,
-    alt: str,
-) -> str:  # fmt: skip
-    """One panel per chosen key: recent actuals, the forecast and its shaded interval."""
+def _figure(w: float, h: float, nrows: int = 1, ncols: int = 1, left: float = 0.6) -> Any:
+    """A figure with margins fixed in inches (cheaper than a tight bounding box)."""
     import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w, h), squeeze=False)
+    fig.subplots_adjust(left=left / w, right=1 - 0.2 / w, bottom=0.5 / h, top=1 - 0.35 / h)
+    fig.subplots_adjust(hspace=0.45, wspace=0.15)
+    return fig, axes
+
+
+def _series(
+    keys: list[str],
+    chosen: pd.DataFrame,
+    actuals: pd.DataFrame | None,
+    preds: pd.DataFrame | None,
+    alt: str,
+) -> str:
+    """One panel per chosen key: recent actuals, the forecast and its shaded interval."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
     n = len(chosen)
     ncols = 2 if n > 1 else 1
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(11, 0.6 + 2.4 * nrows), squeeze=False)
+    fig, axes = _figure(11, 0.4 + 2.3 * nrows, nrows, ncols, left=0.5)
     for ax, (_, sel), label in zip(
         axes.flat, chosen.iterrows(), _label(chosen, keys), strict=False
     ):
@@ -325,18 +329,19 @@ def _series(
             if {"yhat_lower", "yhat_upper"} <= set(rows):
                 low, high = rows["yhat_lower"].astype(float), rows["yhat_upper"].astype(float)
                 ax.fill_between(rows["ds"], low, high, color="#1f77b4", alpha=0.2, label="interval")
+        locator = AutoDateLocator(maxticks=7)  # type: ignore[no-untyped-call]
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
         ax.set_title(label, fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7, loc="upper left")
-    fig.autofmt_xdate()
-    fig.subplots_adjust(hspace=0.45, top=1 - 0.35 / fig.get_figheight())
     return _png(fig, alt)
 
 
 def _metrics(ledger: pd.DataFrame | None) -> str:
-    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     title = "Metric distributions"
     if ledger is None or "status" not in ledger:
@@ -354,7 +359,7 @@ def _metrics(ledger: pd.DataFrame | None) -> str:
             parts.append(_note(f"no finite {m.upper()} values"))
             continue
         edges = np.histogram_bin_edges(np.clip(both, None, np.quantile(both, 0.99)), bins=30)
-        fig, ax = plt.subplots(figsize=(7, 3))
+        fig, ((ax,),) = _figure(7, 3)
         for values, name in ((model, "model"), (base, "seasonal naive")):
             finite = values[np.isfinite(values)]
             if finite.size:
@@ -364,10 +369,10 @@ def _metrics(ledger: pd.DataFrame | None) -> str:
         parts.append(_png(fig, f"{m} histogram"))
     if "family" in ok and len(ok):
         counts = ok["family"].fillna("?").astype(str).value_counts().sort_values()
-        fig, ax = plt.subplots(figsize=(7, 1 + 0.35 * len(counts)))
+        fig, ((ax,),) = _figure(7, 1.2 + 0.35 * len(counts), left=1.6)
         ax.barh(counts.index, counts.to_numpy(), color="#1f77b4")
         ax.set(title="models per family", xlabel="keys")
-        fig.subplots_adjust(left=0.25)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         parts.append(_png(fig, "family counts"))
     return _section(title, *parts)
 
