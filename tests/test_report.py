@@ -11,7 +11,7 @@ import pytest
 from manymodels.datasets import generate_demand
 from manymodels.errors import DataError
 from manymodels.report import write_report
-from manymodels.tables import open_store
+from manymodels.tables import LocalDeltaStore, open_store
 
 KEYS = [(s, i) for s in (1, 2) for i in (1, 2, 3)]
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -33,20 +33,23 @@ def _silver() -> pd.DataFrame:
 
 
 def _ledger() -> pd.DataFrame:
-    rows = []
-    for run, at in (("old", T0), ("new", T0 + timedelta(days=1))):
-        for n, (s, i) in enumerate(KEYS):
-            status = "failed" if (s, i) == (2, 3) else "skipped" if (s, i) == (2, 2) else "ok"
-            wape = 0.9 if (s, i) == (1, 2) else 0.1 + 0.05 * n
-            rows.append(
-                {"store": s, "item": i, "run_id": run, "trained_at": at, "status": status,
-                 "error": ERROR if status == "failed" else
-                 "no observations: every target is missing" if status == "skipped" else None,
-                 "family": "prophet" if n % 2 else "ridge", "n_obs": 120, "fit_seconds": 0.1,
-                 "wape": wape, "baseline_wape": 0.3, "mase": 0.5 + n / 10,
-                 "baseline_mase": 1.0, "model": b"bytes"}
-            )  # fmt: skip
-    return pd.DataFrame(rows)
+    """An old run that failed everywhere, then the latest run: 4 ok, 1 skipped, 1 failed."""
+    nan = float("nan")
+    frame = pd.DataFrame(KEYS * 2, columns=["store", "item"])
+    frame["run_id"] = ["old"] * 6 + ["new"] * 6
+    frame["trained_at"] = [T0] * 6 + [T0 + timedelta(days=1)] * 6
+    frame["status"] = ["failed"] * 6 + ["ok"] * 4 + ["skipped", "failed"]
+    skipped = "no observations: every target is missing"
+    frame["error"] = ["OldError: stale"] * 6 + [None] * 4 + [skipped, ERROR]
+    frame["family"] = ["ridge", "prophet"] * 6
+    frame["wape"] = [nan] * 6 + [0.1, 0.9, 0.2, 0.25, nan, nan]
+    frame["baseline_wape"] = 0.3
+    frame["mase"] = [nan] * 6 + [0.5, 1.6, 0.7, 0.8, nan, nan]
+    frame["baseline_mase"] = 1.0
+    frame["n_obs"] = 120
+    frame["fit_seconds"] = 0.1
+    frame["model"] = b"model bytes"
+    return frame
 
 
 def _quality() -> pd.DataFrame:
@@ -98,6 +101,16 @@ def _assert_offline(text: str) -> None:
     assert "<link" not in text
 
 
+class SpyStore(LocalDeltaStore):
+    """Records the columns of every read: the report must never read the ledger's model bytes."""
+
+    reads: list[tuple[str, list[str] | None]]
+
+    def read_arrow(self, ref, version=None, columns=None):
+        self.reads.append((ref.table, None if columns is None else list(columns)))
+        return super().read_arrow(ref, version, columns)
+
+
 def test_full_report(make_cfg):
     cfg = make_cfg()
     _write(
@@ -108,8 +121,15 @@ def test_full_report(make_cfg):
         promotions=_promotions(),
         predictions=_predictions(),
     )
-    path = write_report(cfg, n_sample=3, n_worst=2)
+    store = SpyStore(cfg)
+    store.reads = []
+    path = write_report(cfg, store=store, n_sample=3, n_worst=2)
+    assert {table for table, _ in store.reads} >= {"sales", "model_ledger", "predictions"}
+    assert all(cols is not None and "model" not in cols for _, cols in store.reads)
     assert path == cfg.home_path / "report.html"
+    import matplotlib.pyplot as plt
+
+    assert not plt.get_fignums()  # every figure closed
     text = path.read_text(encoding="utf-8")
     _assert_offline(text)
     for heading in SECTIONS:
@@ -121,12 +141,16 @@ def test_full_report(make_cfg):
     assert "store=2, item=3" in text
     assert "ValueError: y must be &lt;finite&gt; &amp; non-empty" in text
     assert "<finite>" not in text
+    assert "OldError" not in text  # only the latest training run
     assert "no observations" in text
     worst = text.split("Worst keys by WAPE")[1]
     assert worst.index("store=1, item=2") < worst.index("<img")
     assert "promoted" in text
-    assert "baseline" in text
-    assert "champion version" in text
+    assert "<td>baseline</td>" in text
+    assert "baseline: wape 0.4 does not beat 0.3" in text  # an example of the reason
+    for row, value in (("models ok", 4), ("models failed", 1), ("models skipped", 1)):
+        assert re.search(rf"<td>{row}</td>\s*<td>{value}</td>", text)
+    assert re.search(r"<td>champion version</td>\s*<td>3</td>", text)
 
 
 def test_only_silver_and_ledger(make_cfg, tmp_path):

@@ -102,6 +102,22 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sql(args: argparse.Namespace) -> int:
+    from manymodels.spark import get_spark
+    from manymodels.tables import open_store
+
+    cfg = _config(args)
+    spark = get_spark()
+    views = open_store(cfg, spark).register_views(spark)
+    if not args.query:
+        for view, table in views.items():
+            echo(f"{view:<28} {table}")
+        return 0
+    frame = spark.sql(args.query).limit(args.limit).toPandas()
+    echo(frame.to_string(index=False))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from manymodels.pipeline import DEMO_OVERRIDES, run_demo
 
@@ -125,6 +141,7 @@ VERBS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "promote": ("apply the business rules per key; register the champion set", _promote),
     "score": ("forecast every key with the champion set → gold.predictions", _score),
     "report": ("write a self-contained HTML report of the pipeline's results", _report),
+    "sql": ("query the pipeline's tables with Spark SQL (no query: list them)", _sql),
     "demo": ("generate demand data and run the pipeline on the embedded default", _demo),
 }
 
@@ -176,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["report"].add_argument(
         "--output", "-o", default=None, help="HTML file (default: <home>/report.html)"
     )
+    q = parsers["sql"]
+    q.add_argument("query", nargs="?", help="e.g. 'SELECT * FROM gold_forecast_summary'")
+    q.add_argument("--limit", type=int, default=50, help="rows shown (default 50)")
     demo = parsers["demo"]
     demo.add_argument("--stores", type=int, default=3, help="stores to generate (default 3)")
     demo.add_argument("--items", type=int, default=10, help="items per store (default 10)")

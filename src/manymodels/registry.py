@@ -24,6 +24,7 @@ import pandas as pd
 
 from manymodels.config import Config
 from manymodels.errors import ConfigError, ManyModelsError, ModelError
+from manymodels.periods import future_dates
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -558,13 +559,6 @@ def _cache_size(value: Any = None) -> int:
     return size
 
 
-def _future_dates(last_ds: pd.Timestamp, freq: str, horizon: int) -> pd.DatetimeIndex:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # pandas 2.2 renamed M to ME
-        offset = pd.tseries.frequencies.to_offset(freq)
-        return pd.date_range(last_ds + offset, periods=horizon, freq=offset)
-
-
 class _Store:
     """A memory-mapped ``models.arrow`` with its manifest and a bounded LRU of loaded models."""
 
@@ -761,7 +755,7 @@ class _Store:
         row = self._rows.get(key)
         future = [explicit] if len(explicit) else []
         if row is not None and pd.notna(horizon):
-            dates = _future_dates(self._last_ds[row], self._freq[row], int(horizon))
+            dates = future_dates(self._last_ds[row], self._freq[row], int(horizon))
             future.append(pd.DataFrame({"ds": dates}))
         fut = pd.concat(future, ignore_index=True) if future else pd.DataFrame({"ds": []})
         fut = fut.drop_duplicates("ds").sort_values("ds", kind="stable").reset_index(drop=True)

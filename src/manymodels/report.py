@@ -41,6 +41,7 @@ _TABLES = {
 _METRICS = ("wape", "mase", "smape", "bias", "coverage")
 _STATUSES = ("ok", "failed", "skipped")
 _METRIC_COLS = [*_METRICS, *(f"baseline_{m}" for m in _METRICS)]
+_LEDGER_COLS = ["run_id", "trained_at", "status", "error", "family", "n_obs", *_METRIC_COLS]
 _PRED_COLS = ["ds", "yhat", "yhat_lower", "yhat_upper", "model_version", "scoring_job", "scored_at"]
 _STYLE = (
     "body{font-family:sans-serif;margin:2em auto;max-width:70em;color:#222}"
@@ -52,15 +53,17 @@ _STYLE = (
 
 @dataclass
 class _Data:
-    """What the sections read: each table (None when it does not exist) and the config."""
+    """What the sections read: each table (None when it does not exist) and the options."""
 
     cfg: Config
     keys: list[str]
-    sales: pa.Table | None  # keys, ds, y — kept in Arrow, filtered before pandas
+    n_sample: int
+    n_worst: int
+    sales: pa.Table | None  # keys, ds, y: kept in Arrow, filtered before pandas
     ledger: pd.DataFrame | None  # the latest training run, one row per key
     promos: pd.DataFrame | None  # the latest promotion run, one row per key
     quality: pd.DataFrame | None
-    preds: pd.DataFrame | None
+    preds: pd.DataFrame | None  # the configured scoring job's rows
 
 
 def write_report(
@@ -85,70 +88,53 @@ def write_report(
             "(`manymodels ingest`, `clean`, `train`, `promote`, `score`, or `manymodels demo`)"
         )
 
-    def read(name: str, wanted: Sequence[str]) -> pa.Table | None:
-        """Only the wanted columns the table has — never the ledger's model bytes."""
+    def read(name: str, wanted: Sequence[str]) -> Any:
+        """Only the wanted columns the table has (never the ledger's model bytes) as pandas."""
         if name not in present:
             return None
         names = set(store.schema(refs[name]).names)
         cols = [c for c in dict.fromkeys([*keys, *wanted]) if c in names and c != "model"]
-        return store.read_arrow(refs[name], columns=cols)
+        table = store.read_arrow(refs[name], columns=cols)
+        return table if name == "sales" else table.to_pandas()
 
-    def frame(name: str, wanted: Sequence[str]) -> pd.DataFrame | None:
-        table = read(name, wanted)
-        return None if table is None else table.to_pandas()
-
-    ledger_cols = ["run_id", "trained_at", "status", "error", "family", "n_obs", *_METRIC_COLS]
+    promo_cols = ["promotion_run_id", "decided_at", "decision", "reason"]
     data = _Data(
         cfg,
         keys,
+        n_sample,
+        n_worst,
         sales=read("sales", ["ds", "y"]),
-        ledger=_latest(frame("ledger", ledger_cols), keys, "run_id", "trained_at"),
-        promos=_latest(
-            frame("promotions", ["promotion_run_id", "decided_at", "decision", "reason"]),
-            keys,
-            "promotion_run_id",
-            "decided_at",
-        ),
-        quality=frame("quality", ["family", "champion_version", *_METRIC_COLS]),
-        preds=_predictions(frame("predictions", _PRED_COLS), keys, cfg.score.job),
+        ledger=_latest(read("ledger", _LEDGER_COLS), keys, "run_id", "trained_at"),
+        promos=_latest(read("promotions", promo_cols), keys, "promotion_run_id", "decided_at"),
+        quality=read("quality", ["family", "champion_version", *_METRIC_COLS]),
+        preds=_predictions(read("predictions", _PRED_COLS), keys, cfg.score.job),
     )
-    body = [
-        _header(data),
-        _forecasts(data, n_sample, n_worst),
-        _metrics(data.ledger),
-        _promotions(data.promos),
-        _failures(data.ledger, keys),
-    ]
+    body = [section(data) for section in (_header, _forecasts, _metrics, _promotions, _failures)]
+    head = f'<meta charset="utf-8"><title>manymodels report</title><style>{_STYLE}</style>'
+    top = f'<!DOCTYPE html>\n<html lang="en"><head>{head}</head>\n<body>'
     out = Path(path) if path is not None else cfg.home_path / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    head = f'<meta charset="utf-8"><title>manymodels report</title><style>{_STYLE}</style>'
-    page = f'<!DOCTYPE html>\n<html lang="en"><head>{head}</head>\n<body>\n{"\n".join(body)}'
-    out.write_text(page + "\n</body></html>\n", encoding="utf-8")
+    out.write_text("\n".join([top, *body, "</body></html>\n"]), encoding="utf-8")
     log.info("report written to %s", out)
     return out
 
 
-# --------------------------------------------------------------------------- data
-
-
 def _latest(frame: pd.DataFrame | None, keys: list[str], run: str, at: str) -> pd.DataFrame | None:
     """The rows of the run with the latest timestamp, one per key."""
-    if frame is None or run not in frame or frame.empty:
-        return frame
-    if at in frame:
-        frame = frame.sort_values(at, kind="stable")
+    if frame is None or frame.empty or run not in frame:
+        return None if frame is None or frame.empty else frame
+    frame = frame.sort_values(at, kind="stable") if at in frame else frame
     rows = frame[frame[run] == frame[run].iloc[-1]]
-    return rows.drop_duplicates([k for k in keys if k in rows], keep="last").reset_index(drop=True)
+    return rows.drop_duplicates(keys, keep="last").reset_index(drop=True)
 
 
 def _predictions(preds: pd.DataFrame | None, keys: list[str], job: str) -> pd.DataFrame | None:
-    """The configured scoring job's rows (when it has any), latest per key and date."""
-    if preds is None or "ds" not in preds or "yhat" not in preds:
-        return preds
+    """The configured scoring job's rows (when it has any), the latest per key and date."""
+    if preds is None or not {"ds", "yhat"} <= set(preds):
+        return None if preds is None else preds.iloc[:0]
     if "scoring_job" in preds and (preds["scoring_job"] == job).any():
         preds = preds[preds["scoring_job"] == job]
-    if "scored_at" in preds:
-        preds = preds.sort_values("scored_at", kind="stable")
+    preds = preds.sort_values("scored_at", kind="stable") if "scored_at" in preds else preds
     preds = preds.drop_duplicates([*keys, "ds"], keep="last")
     return preds.assign(ds=pd.to_datetime(preds["ds"]))
 
@@ -173,9 +159,6 @@ def _season(cfg: Config) -> int:
     return cfg.train.season_length or {"W": 52, "M": 12, "H": 24}.get(cfg.data.freq[0].upper(), 7)
 
 
-# --------------------------------------------------------------------------- HTML
-
-
 def _label(frame: pd.DataFrame, keys: list[str]) -> pd.Series[str]:
     """``store=1, item=3`` per row."""
     label = keys[0] + "=" + frame[keys[0]].astype(str)
@@ -185,9 +168,7 @@ def _label(frame: pd.DataFrame, keys: list[str]) -> pd.Series[str]:
 
 
 def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(
-        index=False, escape=True, border=0, na_rep="", float_format="{:.3f}".format
-    )
+    return frame.to_html(index=False, escape=True, na_rep="", float_format="{:.3f}".format)
 
 
 def _note(text: str) -> str:
@@ -200,6 +181,16 @@ def _missing(name: str) -> str:
 
 def _section(title: str, *parts: str) -> str:
     return f"<section><h2>{html.escape(title)}</h2>\n" + "\n".join(parts) + "\n</section>"
+
+
+def _figure(w: float, h: float, nrows: int = 1, ncols: int = 1, left: float = 0.6) -> Any:
+    """A figure and its axes grid, margins fixed in inches (cheaper than a tight bounding box)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w, h), squeeze=False)
+    fig.subplots_adjust(left=left / w, right=1 - 0.2 / w, bottom=0.5 / h, top=1 - 0.35 / h)
+    fig.subplots_adjust(hspace=0.45, wspace=0.15)
+    return fig, axes
 
 
 def _png(fig: Figure, alt: str) -> str:
@@ -215,120 +206,23 @@ def _png(fig: Figure, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-# --------------------------------------------------------------------------- sections
-
-
-def _header(d: _Data) -> str:
-    ledger, preds = d.ledger, d.preds
-    if d.sales is not None:
-        n_keys: Any = _unique_keys(d.sales, d.keys).num_rows
-    else:
-        n_keys = len(ledger) if ledger is not None else "—"
-    status = ledger["status"].value_counts() if ledger is not None and "status" in ledger else None
-    version: Any = "—"
-    for frame, col in ((d.quality, "champion_version"), (preds, "model_version")):
-        if frame is not None and col in frame and frame[col].notna().any():
-            version = frame[col].max()
-            break
-    rows = [
-        ("keys", n_keys),
-        ("training run", ledger["run_id"].iloc[0] if ledger is not None and len(ledger) else "—"),
-        *((f"models {s}", "—" if status is None else status.get(s, 0)) for s in _STATUSES),
-        ("champion version", version),
-        ("prediction rows", len(preds) if preds is not None else "—"),
-        ("generated", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")),
-        ("work folder", str(d.cfg.home_path)),
-    ]
-    frame = pd.DataFrame(rows, columns=["", "value"]).astype({"value": str})
-    return "<h1>manymodels report</h1>\n" + _table(frame)
-
-
-def _forecasts(d: _Data, n_sample: int, n_worst: int) -> str:
-    title, keys = "Actuals and forecast with intervals", d.keys
-    if d.preds is not None and len(d.preds):
-        pool: pd.DataFrame | None = d.preds[keys]
-    elif d.ledger is not None and len(d.ledger):
-        pool = d.ledger[keys]
-    else:
-        pool = None if d.sales is None else _unique_keys(d.sales, keys).to_pandas()
-    if pool is None:
-        return _section(title, _missing("sales"), _missing("predictions"))
-    pool = pool.drop_duplicates().sort_values(keys).reset_index(drop=True)
-    picks = np.random.default_rng(0).choice(len(pool), min(max(n_sample, 0), len(pool)), False)
-    sample = pool.iloc[np.sort(picks)]
-    ranked, among = d.quality, " among champions"
-    if ranked is None or "wape" not in ranked:
-        ranked, among = (None if d.ledger is None else d.ledger[d.ledger["status"] == "ok"]), ""
-    worst = pd.DataFrame(columns=keys)
-    if ranked is not None and "wape" in ranked:
-        finite = ranked[np.isfinite(ranked["wape"].astype(float))]
-        worst = finite.nlargest(max(n_worst, 0), "wape")
-    chosen = pd.concat([sample[keys], worst[keys]]).drop_duplicates()
-    window = max(3 * _season(d.cfg), 2 * d.cfg.score.horizon)
-    actuals = None
-    if d.sales is not None and len(chosen):
-        actuals = _actuals(d.sales, keys, chosen, window)
-    parts = [_missing(n) for n, f in (("sales", d.sales), ("predictions", d.preds)) if f is None]
-    if len(sample):
-        parts.append(f"<h3>Sample of {len(sample)} keys (seeded)</h3>")
-        parts.append(_series(keys, sample, actuals, d.preds, "sample keys"))
-    if n_worst > 0:
-        parts.append(f"<h3>Worst keys by WAPE{among}</h3>")
-    if n_worst <= 0:
-        pass
-    elif ranked is None:
-        parts.append(_missing("ledger"))
-    elif not len(worst):
-        parts.append(_note("no finite WAPE values to rank"))
-    else:
-        if not among:
-            parts.append(_note("no champions yet: ranking the latest training run's models"))
-        cols = [
-            c for c in ("family", "wape", "baseline_wape", "mase", "baseline_mase") if c in worst
-        ]
-        parts.append(_table(pd.concat([_label(worst, keys), worst[cols]], axis=1)))
-        parts.append(_series(keys, worst, actuals, d.preds, "worst keys"))
-    return _section(title, *parts)
-
-
-def _figure(w: float, h: float, nrows: int = 1, ncols: int = 1, left: float = 0.6) -> Any:
-    """A figure with margins fixed in inches (cheaper than a tight bounding box)."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(nrows, ncols, figsize=(w, h), squeeze=False)
-    fig.subplots_adjust(left=left / w, right=1 - 0.2 / w, bottom=0.5 / h, top=1 - 0.35 / h)
-    fig.subplots_adjust(hspace=0.45, wspace=0.15)
-    return fig, axes
-
-
-def _series(
-    keys: list[str],
-    chosen: pd.DataFrame,
-    actuals: pd.DataFrame | None,
-    preds: pd.DataFrame | None,
-    alt: str,
-) -> str:
+def _series(keys: list[str], chosen: pd.DataFrame, frames: Sequence[Any], alt: str) -> str:
     """One panel per chosen key: recent actuals, the forecast and its shaded interval."""
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
     n = len(chosen)
-    ncols = 2 if n > 1 else 1
-    nrows = math.ceil(n / ncols)
+    nrows, ncols = math.ceil(n / 2), min(n, 2)
     fig, axes = _figure(11, 0.4 + 2.3 * nrows, nrows, ncols, left=0.5)
-    for ax, (_, sel), label in zip(
-        axes.flat, chosen.iterrows(), _label(chosen, keys), strict=False
-    ):
-        for frame in (actuals, preds):
-            if frame is None:
-                continue
-            rows = frame[np.logical_and.reduce([frame[k] == sel[k] for k in keys])]
-            if frame is actuals:
-                ax.plot(rows["ds"], rows["y"], color="#333", lw=1, label="actual")
-                continue
-            ax.plot(rows["ds"], rows["yhat"], color="#1f77b4", lw=1.5, label="forecast")
-            if {"yhat_lower", "yhat_upper"} <= set(rows):
-                low, high = rows["yhat_lower"].astype(float), rows["yhat_upper"].astype(float)
-                ax.fill_between(rows["ds"], low, high, color="#1f77b4", alpha=0.2, label="interval")
+    empty = pd.DataFrame(columns=["ds", "y", "yhat", "yhat_lower", "yhat_upper"])
+    groups = [{} if f is None else dict(iter(f.groupby(keys))) for f in frames]
+    for i, (ax, label) in enumerate(zip(axes.flat, _label(chosen, keys), strict=False)):
+        key = tuple(chosen[keys].iloc[i])
+        act, pred = (g.get(key, empty) for g in groups)
+        ax.plot(act["ds"], act["y"].astype(float), color="#333", lw=1, label="actual")
+        ax.plot(pred["ds"], pred["yhat"].astype(float), color="#1f77b4", lw=1.5, label="forecast")
+        if {"yhat_lower", "yhat_upper"} <= set(pred) and len(pred):
+            low, high = pred["yhat_lower"].astype(float), pred["yhat_upper"].astype(float)
+            ax.fill_between(pred["ds"], low, high, color="#1f77b4", alpha=0.2, label="interval")
         locator = AutoDateLocator(maxticks=7)  # type: ignore[no-untyped-call]
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
@@ -340,30 +234,93 @@ def _series(
     return _png(fig, alt)
 
 
-def _metrics(ledger: pd.DataFrame | None) -> str:
+def _header(d: _Data) -> str:
+    ledger, preds, none = d.ledger, d.preds, "—"
+    n_keys: Any = none if ledger is None else len(ledger)
+    if d.sales is not None:
+        n_keys = _unique_keys(d.sales, d.keys).num_rows
+    status = ledger["status"].value_counts() if ledger is not None else None
+    version: Any = none
+    for frame, col in ((d.quality, "champion_version"), (preds, "model_version")):
+        if frame is not None and col in frame and frame[col].notna().any():
+            version = frame[col].max()
+            break
+    rows = [
+        ("keys", n_keys),
+        ("training run", ledger["run_id"].iloc[0] if ledger is not None and len(ledger) else none),
+        *((f"models {s}", none if status is None else status.get(s, 0)) for s in _STATUSES),
+        ("champion version", version),
+        (f"prediction rows (job {d.cfg.score.job})", none if preds is None else len(preds)),
+        ("generated", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")),
+        ("work folder", str(d.cfg.home_path)),
+    ]
+    frame = pd.DataFrame(rows, columns=["", "value"]).astype({"value": str})
+    return "<h1>manymodels report</h1>\n" + _table(frame)
+
+
+def _forecasts(d: _Data) -> str:
+    keys, ledger, title = d.keys, d.ledger, "Actuals and forecast with intervals"
+    parts = [_missing(n) for n, f in (("sales", d.sales), ("predictions", d.preds)) if f is None]
+    if d.preds is not None and len(d.preds):
+        pool = d.preds[keys]
+    elif ledger is not None and len(ledger):
+        pool = ledger[keys]
+    elif d.sales is not None:
+        pool = _unique_keys(d.sales, keys).to_pandas()
+    else:
+        return _section(title, *parts)
+    pool = pool.drop_duplicates().sort_values(keys).reset_index(drop=True)
+    picks = np.random.default_rng(0).choice(len(pool), min(max(d.n_sample, 0), len(pool)), False)
+    sample = pool.iloc[np.sort(picks)]
+    ranked, among = d.quality, " among champions"
+    if ranked is None or "wape" not in ranked:
+        ranked, among = (None if ledger is None else ledger[ledger["status"] == "ok"]), ""
+    worst = pool.iloc[:0]
+    if ranked is not None and "wape" in ranked and d.n_worst > 0:
+        worst = ranked[np.isfinite(ranked["wape"].astype(float))].nlargest(d.n_worst, "wape")
+    chosen = pd.concat([sample[keys], worst[keys]]).drop_duplicates()
+    window = max(3 * _season(d.cfg), 2 * d.cfg.score.horizon)
+    frames = (  # only the chosen keys' rows: a report over 10,000 keys plots a dozen
+        None if d.sales is None or not len(chosen) else _actuals(d.sales, keys, chosen, window),
+        None if d.preds is None else d.preds.merge(chosen, on=keys),
+    )
+    if len(sample):
+        parts.append(f"<h3>Sample of {len(sample)} keys (seeded)</h3>")
+        parts.append(_series(keys, sample, frames, "sample keys"))
+    if d.n_worst > 0:
+        parts.append(f"<h3>Worst keys by WAPE{among}</h3>")
+        if ranked is None:
+            parts.append(_missing("ledger"))
+        elif not len(worst):
+            parts.append(_note("no finite WAPE values to rank"))
+        else:
+            if not among:
+                parts.append(_note("no champions yet: ranking the latest training run's models"))
+            cols = [c for c in ("family", "wape", "baseline_wape", "mase") if c in worst]
+            parts.append(_table(pd.concat([_label(worst, keys), worst[cols]], axis=1)))
+            parts.append(_series(keys, worst, frames, "worst keys"))
+    return _section(title, *parts)
+
+
+def _metrics(d: _Data) -> str:
     from matplotlib.ticker import MaxNLocator
 
-    title = "Metric distributions"
-    if ledger is None or "status" not in ledger:
+    title, ledger = "Metric distributions", d.ledger
+    if ledger is None:
         return _section(title, _missing("ledger"))
     ok = ledger[ledger["status"] == "ok"]
     parts = [_note(f"{len(ok):,} ok models of training run {ledger['run_id'].iloc[0]}")]
     for m in ("wape", "mase"):
-        if m not in ok:
-            continue
-        model = ok[m].astype(float).to_numpy()
-        base = ok[f"baseline_{m}"].astype(float).to_numpy() if f"baseline_{m}" in ok else model[:0]
-        both = np.concatenate([model, base])
-        both = both[np.isfinite(both)]
+        cols = {"model": m, "seasonal naive": f"baseline_{m}"}
+        arrays = {n: ok[c].astype(float).to_numpy() for n, c in cols.items() if c in ok}
+        series = {n: a[np.isfinite(a)] for n, a in arrays.items()}
+        both = np.concatenate([np.zeros(0), *series.values()])
         if not both.size:
-            parts.append(_note(f"no finite {m.upper()} values"))
             continue
         edges = np.histogram_bin_edges(np.clip(both, None, np.quantile(both, 0.99)), bins=30)
         fig, ((ax,),) = _figure(7, 3)
-        for values, name in ((model, "model"), (base, "seasonal naive")):
-            finite = values[np.isfinite(values)]
-            if finite.size:
-                ax.hist(np.clip(finite, None, edges[-1]), bins=list(edges), alpha=0.5, label=name)
+        for name, values in series.items():
+            ax.hist(np.clip(values, None, edges[-1]), bins=list(edges), alpha=0.5, label=name)
         ax.set(title=f"{m.upper()}: model vs seasonal-naive baseline", xlabel=m, ylabel="keys")
         ax.legend()
         parts.append(_png(fig, f"{m} histogram"))
@@ -377,34 +334,36 @@ def _metrics(ledger: pd.DataFrame | None) -> str:
     return _section(title, *parts)
 
 
-def _promotions(promos: pd.DataFrame | None) -> str:
-    title = "Promotion decisions"
+def _promotions(d: _Data) -> str:
+    title, promos = "Promotion decisions", d.promos
     if promos is None or "decision" not in promos:
         return _section(title, _missing("promotions"))
     run = promos["promotion_run_id"].iloc[0] if "promotion_run_id" in promos and len(promos) else ""
     counts = promos["decision"].value_counts().rename_axis("decision").reset_index(name="keys")
     parts = [_note(f"promotion run {run}"), _table(counts)]
     if "reason" in promos:
-        reason = promos["reason"].fillna("").astype(str).str.split(":").str[0].str.strip()
-        top = promos.assign(reason=reason).value_counts(["decision", "reason"], dropna=False)
-        parts += ["<h3>Most common reasons</h3>", _table(top.head(15).reset_index(name="keys"))]
+        reason = promos["reason"].fillna("").astype(str)
+        rule = reason.str.split(":").str[0].str.strip().rename("reason")
+        top = reason.groupby([promos["decision"], rule]).agg(keys="size", example="first")
+        top = top.sort_values("keys", ascending=False, kind="stable").head(15).reset_index()
+        parts += ["<h3>Most common reasons</h3>", _table(top)]
     return _section(title, *parts)
 
 
-def _failures(ledger: pd.DataFrame | None, keys: list[str]) -> str:
-    title = "Failures"
-    if ledger is None or "status" not in ledger:
+def _failures(d: _Data) -> str:
+    title, ledger = "Failures", d.ledger
+    if ledger is None:
         return _section(title, _missing("ledger"))
-    bad = ledger[ledger["status"].isin(["failed", "skipped"])]
+    bad = ledger[ledger["status"].isin(["failed", "skipped"])].sort_values(["status", *d.keys])
     error = ledger.get("error", pd.Series("", index=ledger.index)).fillna("").astype(str)
     fallbacks = int(((ledger["status"] == "ok") & error.str.startswith("fallback")).sum())
     parts = [_note(f"{len(bad):,} failed or skipped keys; {fallbacks:,} ok keys use the fallback")]
     if len(bad):
-        err = error.loc[bad.index].replace("", "(no message)")
+        err = error.loc[bad.index].replace("", "(no message)").rename("error")
         cls = err.str.split(":", n=1).str[0].str.strip().str[:80].rename("error class")
         counts = pd.concat([bad["status"], cls], axis=1).value_counts().reset_index(name="keys")
         listed = bad.head(50)
-        table = pd.concat([_label(listed, keys), listed["status"], err.loc[listed.index]], axis=1)
+        table = pd.concat([_label(listed, d.keys), listed["status"], err.loc[listed.index]], axis=1)
         parts += [_table(counts), f"<h3>Failed and skipped keys (first {len(listed)})</h3>"]
-        parts.append(_table(table.rename(columns={table.columns[-1]: "error"})))
+        parts.append(_table(table))
     return _section(title, *parts)

@@ -27,6 +27,20 @@ __all__ = ["LocalDeltaStore", "SparkTableStore", "TableRef", "TableStore", "open
 
 log = logging.getLogger(__name__)
 
+#: The pipeline's tables per layer.
+TABLES = {
+    "bronze": ("sales_raw",),
+    "silver": ("sales", "sales_quarantine", "sales_future"),
+    "gold": (
+        "model_ledger",
+        "promotions",
+        "model_quality",
+        "predictions",
+        "forecast_summary",
+        "score_failures",
+    ),
+}
+
 Data = Union[pd.DataFrame, pa.Table, "SparkDataFrame"]
 Predicate = Mapping[str, Any]
 
@@ -197,6 +211,26 @@ class TableStore(ABC):
 
     @abstractmethod
     def history(self, ref: TableRef) -> list[dict[str, Any]]: ...
+
+    def register_views(self, spark: SparkSession) -> dict[str, str]:
+        """Make every existing pipeline table queryable with Spark SQL; view name → table.
+
+        Local tables become temporary views named ``<layer>_<table>`` (``gold_predictions``);
+        catalog tables are already queryable under their own names.
+        """
+        views = {}
+        for layer, tables in TABLES.items():
+            for table in tables:
+                ref = self.ref(layer, table)
+                if not self.exists(ref):
+                    continue
+                if isinstance(self, SparkTableStore):
+                    views[ref.name] = ref.name
+                else:
+                    name = f"{layer}_{table}"
+                    self.read_spark(spark, ref).createOrReplaceTempView(name)
+                    views[name] = ref.name
+        return views
 
     def require(self, ref: TableRef, hint: str) -> None:
         if not self.exists(ref):

@@ -343,7 +343,7 @@ def _fit_frame(
     from pyspark.sql import functions as F
 
     keys = list(cfg.data.keys)
-    n_tasks = cfg.train.tasks or 2 * spark.sparkContext.defaultParallelism
+    n_tasks = cfg.train.tasks or 8 * spark.sparkContext.defaultParallelism
     n_tasks = max(1, min(n_tasks, len(todo_keys)))
     labels = _bucket_labels(spark, n_tasks)
     plan = todo_keys[keys].copy()

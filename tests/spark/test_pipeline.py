@@ -152,3 +152,14 @@ def test_key_failures_are_recorded_and_the_threshold_protects_predictions(cfg, s
         assert store.version(store.ref("gold", "predictions")) == version
     finally:
         store.overwrite(ledger_ref, pristine)
+
+
+def test_gold_tables_are_queryable_with_spark_sql(cfg, spark, scored):
+    views = open_store(cfg).register_views(spark)
+    assert {"gold_predictions", "gold_forecast_summary", "gold_model_quality"} <= set(views)
+    rows = spark.sql(
+        "SELECT level, COUNT(DISTINCT ds) AS days FROM gold_forecast_summary GROUP BY level"
+    ).collect()
+    assert {r["level"]: r["days"] for r in rows} == {"store": HORIZON, "total": HORIZON}
+    quality = spark.sql("SELECT family, COUNT(*) AS n FROM gold_model_quality GROUP BY family")
+    assert sum(r["n"] for r in quality.collect()) == 8

@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import struct
-import warnings
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -18,9 +17,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from pandas.tseries.frequencies import to_offset
 
 from manymodels.errors import ConfigError, DataError, ModelError
+from manymodels.periods import offset
 
 if TYPE_CHECKING:
     from typing import Self
@@ -48,17 +47,10 @@ FORMAT_VERSION = 1
 _MAGIC = b"MMDL"
 
 
-def _offset(freq: str) -> pd.offsets.BaseOffset:
-    """The pandas offset of a frequency alias ('M'/'H' accepted without pandas' FutureWarning)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return to_offset(freq)
-
-
 def freq_kind(freq: str) -> str:
     """'D', 'W', 'M' or 'H' for a supported pandas alias; ConfigError for anything else."""
     try:
-        off = _offset(freq)
+        off = offset(freq)
     except (ValueError, TypeError):
         raise ConfigError(
             f"frequency {freq!r} is not a pandas alias; use D, W-SUN (or another W-<DAY>), MS or M"
@@ -130,7 +122,7 @@ class ForecastSpec:
     @property
     def offset(self) -> pd.offsets.BaseOffset:
         """The pandas offset of ``freq``."""
-        return _offset(self.freq)
+        return offset(self.freq)
 
     @staticmethod
     def default_season_length(freq: str) -> int:
