@@ -344,7 +344,8 @@ def _promotions(d: _Data) -> str:
     if "reason" in promos:
         reason = promos["reason"].fillna("").astype(str)
         rule = reason.str.split(":").str[0].str.strip().rename("reason")
-        top = reason.groupby([promos["decision"], rule]).agg(keys="size", example="first")
+        top = pd.DataFrame(reason.groupby([promos["decision"], rule]).agg(["size", "first"]))
+        top.columns = pd.Index(["keys", "example"])
         top = top.sort_values("keys", ascending=False, kind="stable").head(15).reset_index()
         parts += ["<h3>Most common reasons</h3>", _table(top)]
     return _section(title, *parts)

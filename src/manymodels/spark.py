@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 from manymodels.errors import SetupError
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["check_java", "get_spark", "spark_of"]
+__all__ = ["check_java", "from_arrow", "get_spark", "spark_of", "to_arrow"]
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +105,23 @@ def spark_of(df: DataFrame | None = None, spark: SparkSession | None = None) -> 
     if df is not None:
         return df.sparkSession
     return get_spark()
+
+
+def to_arrow(df: DataFrame) -> pa.Table:
+    """Collect a (small) Spark frame as Arrow: ``toArrow`` on Spark 4, via pandas on 3.5."""
+    import pyarrow as pa
+
+    if hasattr(df, "toArrow"):
+        table: pa.Table = df.toArrow()
+        return table
+    return pa.Table.from_pandas(df.toPandas(), preserve_index=False)  # pragma: no cover
+
+
+def from_arrow(spark: SparkSession, table: pa.Table) -> DataFrame:
+    """A Spark frame from Arrow: directly on Spark 4, through pandas on Spark 3.5."""
+    try:
+        return spark.createDataFrame(table)
+    except TypeError:  # pragma: no cover - Spark 3.5 takes no Arrow tables
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        return spark.createDataFrame(table.to_pandas(), schema=from_arrow_schema(table.schema))

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from manymodels.config import Config
 from manymodels.errors import SetupError, TableError
+from manymodels.spark import from_arrow, to_arrow
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
@@ -293,7 +294,7 @@ class LocalDeltaStore(TableStore):
         table = self._table(ref, version)
         files = table.file_uris()
         if not files:
-            return spark.createDataFrame(table.to_pyarrow_table())
+            return from_arrow(spark, table.to_pyarrow_table())
         return spark.read.parquet(*files)
 
     def _staged(self, data: Data) -> tuple[Any, Path | None]:
@@ -412,17 +413,15 @@ class SparkTableStore(TableStore):
         df = self.read_spark(self.spark, ref, version)
         if columns:
             df = df.select(*columns)
-        table: pa.Table = df.toArrow()
-        return table
+        return to_arrow(df)
 
     def schema(self, ref: TableRef) -> pa.Schema:
-        result: pa.Schema = self.read_spark(self.spark, ref).limit(0).toArrow().schema
-        return result
+        return to_arrow(self.read_spark(self.spark, ref).limit(0)).schema
 
     def _frame(self, data: Data) -> SparkDataFrame:
         if _is_spark_df(data):
             return cast("SparkDataFrame", data)
-        return self.spark.createDataFrame(_to_arrow(cast("pd.DataFrame | pa.Table", data)))
+        return from_arrow(self.spark, _to_arrow(cast("pd.DataFrame | pa.Table", data)))
 
     def write(
         self,
