@@ -26,8 +26,8 @@ demo: check-java $(STAMP)
 	PYSPARK_PYTHON=$(abspath $(BIN))/python $(BIN)/manymodels --home .manymodels demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks jobs
+	$(BIN)/ruff format --check src tests benchmarks jobs
 	$(BIN)/mypy
 
 test: check-java lint
