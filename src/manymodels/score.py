@@ -298,17 +298,19 @@ def _future(
     spark: SparkSession, store: TableStore, cfg: Config, model_keys: SparkDataFrame
 ) -> SparkDataFrame:
     """Known future regressor rows per key (empty when there are none)."""
-    from pyspark.sql import functions as F
-
     keys, regs = list(cfg.data.keys), list(cfg.data.regressors)
     ref = store.ref("silver", FUTURE_TABLE)
     cols = [*keys, "ds", *regs]
     if regs and store.exists(ref) and all(c in store.schema(ref).names for c in cols):
         return store.read_spark(spark, ref).select(*cols)
-    empty = model_keys.limit(0).withColumn("ds", F.lit(None).cast("date"))
-    for r in regs:
-        empty = empty.withColumn(r, F.lit(None).cast("double"))
-    return empty
+    from pyspark.sql import types as T
+
+    # Built from a schema, not from model_keys: a frame derived from the cogroup's other side
+    # makes Spark see an ambiguous self-join.
+    fields = [f for f in model_keys.schema.fields if f.name in keys]
+    fields.append(T.StructField("ds", T.DateType(), True))
+    fields += [T.StructField(r, T.DoubleType(), True) for r in regs]
+    return spark.createDataFrame([], T.StructType(fields))
 
 
 def _write_summary(

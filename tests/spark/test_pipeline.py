@@ -163,3 +163,13 @@ def test_gold_tables_are_queryable_with_spark_sql(cfg, spark, scored):
     assert {r["level"]: r["days"] for r in rows} == {"store": HORIZON, "total": HORIZON}
     quality = spark.sql("SELECT family, COUNT(*) AS n FROM gold_model_quality GROUP BY family")
     assert sum(r["n"] for r in quality.collect()) == 8
+
+
+def test_scoring_without_known_future_regressors_uses_their_defaults(cfg, spark, scored):
+    plain = cfg.replace(**{"data.regressors": [], "score.job": "no_regressors"})
+    batch_rows = len(predictions(cfg))
+    result = score(plain, spark, horizon=7)
+    assert (result.rows, result.keys_failed) == (8 * 7, 0)
+    preds = predictions(cfg)
+    assert set(preds["scoring_job"]) == {"batch", "no_regressors"}
+    assert len(preds[preds["scoring_job"] == "batch"]) == batch_rows  # other job untouched
