@@ -19,6 +19,9 @@ def test_every_public_name_exists_and_steps_stay_callable():
 
 
 def test_import_starts_nothing_heavy():
-    code = "import manymodels, sys; print(sorted(m for m in ('pyspark', 'mlflow', 'prophet') if m in sys.modules))"
+    code = (
+        "import manymodels, sys; "
+        "print(sorted(m for m in ('pyspark', 'mlflow', 'prophet') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
