@@ -74,3 +74,19 @@ def test_predicate_quotes_values():
     assert sql == "\"_source\" IN ('a''b', 'c') AND \"n\" = 3"
     with pytest.raises(TableError):
         predicate_sql({"bad col": 1}, '"')
+
+
+def test_stale_staging_output_of_killed_runs_is_swept(make_cfg):
+    import os
+    import time
+
+    cfg = make_cfg()
+    stale = cfg.home_path / "_staging" / "old"
+    fresh = cfg.home_path / "_staging" / "new"
+    for folder in (stale, fresh):
+        folder.mkdir(parents=True)
+        (folder / "part-0.parquet").write_bytes(b"x")
+    old = time.time() - 7 * 3600
+    os.utime(stale, (old, old))
+    LocalDeltaStore(cfg)
+    assert not stale.exists() and fresh.exists()

@@ -254,6 +254,7 @@ class LocalDeltaStore(TableStore):
                 "`pip install 'manymodels[local]'`, or set tables.backend=spark"
             ) from None
         self.root = cfg.home_path / "tables"
+        _sweep_stale_staging(cfg.home_path / "_staging")
 
     def path(self, ref: TableRef) -> Path:
         parts = [ref.catalog, ref.schema, ref.table] if ref.catalog else [ref.schema, ref.table]
@@ -484,6 +485,26 @@ class SparkTableStore(TableStore):
             return []
         rows = self.spark.sql(f"DESCRIBE HISTORY {ref.quoted}").collect()
         return [r.asDict() for r in rows]
+
+
+#: A staging folder untouched this long belongs to a run that was killed: safe to remove.
+STALE_STAGING_SECONDS = 6 * 3600
+
+
+def _sweep_stale_staging(folder: Path) -> None:
+    """Remove staging output left by killed runs (it was never committed to any table)."""
+    if not folder.is_dir():
+        return
+    import time
+
+    cutoff = time.time() - STALE_STAGING_SECONDS
+    for child in folder.iterdir():
+        try:
+            if child.stat().st_mtime < cutoff:
+                shutil.rmtree(child, ignore_errors=True)
+                log.info("removed stale staging output %s", child)
+        except OSError:
+            continue
 
 
 def open_store(cfg: Config, spark: SparkSession | None = None) -> TableStore:
