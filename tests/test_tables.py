@@ -52,6 +52,24 @@ def test_merge_upserts_on_keys(store):
     assert out["v"].tolist() == [1.0, 20.0, 3.0]
 
 
+def test_filtered_reads_return_only_matching_rows(store):
+    ref = store.ref("gold", "ledger")
+    store.overwrite(ref, pd.DataFrame({"run_id": ["a", "b", "a"], "k": [1, 2, 3], "v": [1.0] * 3}))
+    store.append(ref, pd.DataFrame({"run_id": ["c"], "k": [4], "v": [4.0]}))
+    out = store.read_pandas(ref, columns=["k"], where={"run_id": "a"})
+    assert out.columns.tolist() == ["k"] and sorted(out["k"]) == [1, 3]
+    assert sorted(store.read_pandas(ref, where={"run_id": ["b", "c"]})["k"]) == [2, 4]
+    assert sorted(store.read_pandas(ref, where={"run_id": "a", "k": [3, 4]})["k"]) == [3]
+    assert store.read_pandas(ref, where={"run_id": []}).empty
+    assert store.read_pandas(ref, version=0, where={"run_id": "c"}).empty
+    with pytest.raises(TableError, match="may not be null"):
+        store.read_pandas(ref, where={"run_id": None})
+    with pytest.raises(TableError, match="column name"):
+        store.read_pandas(ref, where={"run_id; --": "a"})
+    counts = store.count_by(ref, ["run_id"]).sort_values("run_id")
+    assert counts.to_dict("list") == {"run_id": ["a", "b", "c"], "count": [2, 1, 1]}
+
+
 def test_missing_table_error_says_what_to_run(store):
     with pytest.raises(TableError, match="does not exist"):
         store.read_pandas(store.ref("silver", "nothing"))

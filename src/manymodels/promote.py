@@ -161,8 +161,7 @@ def _ledger(store: TableStore, cfg: Config, run_ids: list[str]) -> pd.DataFrame:
     ref = store.ref("gold", LEDGER_TABLE)
     store.require(ref, "run `manymodels train` first")
     cols = [*keys, *_LEDGER_COLUMNS, *METRICS, *(f"baseline_{m}" for m in METRICS)]
-    frame = store.read_pandas(ref, columns=cols)
-    return frame[frame["run_id"].isin(run_ids)]
+    return store.read_pandas(ref, columns=cols, where={"run_id": list(run_ids)})
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -319,8 +318,9 @@ def _champion_models(
                 "last_ds",
                 "freq",
             ],
+            where={"run_id": run},
         )
-        ledger = ledger[ledger["run_id"] == run].drop_duplicates(keys, keep="last")
+        ledger = ledger.drop_duplicates(keys, keep="last")
         rows = promoted[keys].merge(ledger, on=keys)
         parts.append(rows.drop(columns="run_id").rename(columns={"origin_run_id": "run_id"})[cols])
     if champ_set is not None:

@@ -130,6 +130,25 @@ def _sql_literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def predicate_expression(predicate: Predicate) -> Any:
+    """The Arrow dataset filter of ``{column: value or list of values}`` (all must hold)."""
+    import pyarrow.compute as pc
+
+    if not predicate:
+        raise TableError("a predicate must name at least one column")
+    expr = None
+    for col, value in predicate.items():
+        field = pc.field(_check_ident(col, "column name"))
+        if isinstance(value, (list, tuple, set, frozenset)):
+            clause = field.isin(sorted(value, key=str)) if value else pc.scalar(False)
+        else:
+            if value is None:
+                raise TableError("a predicate value may not be null")
+            clause = field == value
+        expr = clause if expr is None else expr & clause
+    return expr
+
+
 def predicate_sql(predicate: Predicate, quote: str) -> str:
     """A safe SQL predicate from ``{column: value or list of values}``."""
     if not predicate:
@@ -166,13 +185,31 @@ class TableStore(ABC):
 
     @abstractmethod
     def read_arrow(
-        self, ref: TableRef, version: int | None = None, columns: Sequence[str] | None = None
-    ) -> pa.Table: ...
+        self,
+        ref: TableRef,
+        version: int | None = None,
+        columns: Sequence[str] | None = None,
+        where: Predicate | None = None,
+    ) -> pa.Table:
+        """The table (at ``version``), only ``columns``, only rows matching ``where``.
+
+        ``where`` is ``{column: value or list of values}``; it is pushed down to the files
+        (Delta statistics and Parquet row groups), so reading one run's rows of a large
+        ledger does not read the others.
+        """
 
     def read_pandas(
-        self, ref: TableRef, version: int | None = None, columns: Sequence[str] | None = None
+        self,
+        ref: TableRef,
+        version: int | None = None,
+        columns: Sequence[str] | None = None,
+        where: Predicate | None = None,
     ) -> pd.DataFrame:
-        return self.read_arrow(ref, version, columns).to_pandas()
+        return self.read_arrow(ref, version, columns, where).to_pandas()
+
+    @abstractmethod
+    def count_by(self, ref: TableRef, columns: Sequence[str]) -> pd.DataFrame:
+        """Rows per distinct value of ``columns``: those columns and ``count``."""
 
     @abstractmethod
     def schema(self, ref: TableRef) -> pa.Schema:
@@ -278,11 +315,15 @@ class LocalDeltaStore(TableStore):
             raise TableError(f"cannot open {ref} at version {version}: {exc}") from None
 
     def read_arrow(
-        self, ref: TableRef, version: int | None = None, columns: Sequence[str] | None = None
+        self,
+        ref: TableRef,
+        version: int | None = None,
+        columns: Sequence[str] | None = None,
+        where: Predicate | None = None,
     ) -> pa.Table:
-        table: pa.Table = self._table(ref, version).to_pyarrow_table(
-            columns=list(columns) if columns else None
-        )
+        dataset = self._table(ref, version).to_pyarrow_dataset()
+        expr = predicate_expression(where) if where is not None else None
+        table: pa.Table = dataset.to_table(columns=list(columns) if columns else None, filter=expr)
         return table
 
     def schema(self, ref: TableRef) -> pa.Schema:
@@ -296,7 +337,19 @@ class LocalDeltaStore(TableStore):
         files = table.file_uris()
         if not files:
             return from_arrow(spark, table.to_pyarrow_table())
-        return spark.read.parquet(*files)
+        reader = spark.read
+        try:  # the Delta log has the schema: Spark need not open Parquet footers to infer it
+            from pyspark.sql.pandas.types import from_arrow_schema
+
+            reader = reader.schema(from_arrow_schema(table.to_pyarrow_dataset().schema))
+        except (TypeError, ValueError):  # an Arrow type Spark cannot name: let it infer
+            pass
+        return reader.parquet(*files)
+
+    def count_by(self, ref: TableRef, columns: Sequence[str]) -> pd.DataFrame:
+        table = self.read_arrow(ref, columns=columns)
+        counts = table.group_by(list(columns)).aggregate([([], "count_all")])
+        return counts.rename_columns([*columns, "count"]).to_pandas()
 
     def _staged(self, data: Data) -> tuple[Any, Path | None]:
         """Arrow data to write; a Spark frame is first written to Parquet by the executors."""
@@ -409,15 +462,24 @@ class SparkTableStore(TableStore):
         return spark.read.option("versionAsOf", version).table(ref.name)
 
     def read_arrow(
-        self, ref: TableRef, version: int | None = None, columns: Sequence[str] | None = None
+        self,
+        ref: TableRef,
+        version: int | None = None,
+        columns: Sequence[str] | None = None,
+        where: Predicate | None = None,
     ) -> pa.Table:
         df = self.read_spark(self.spark, ref, version)
+        if where is not None:
+            df = df.where(predicate_sql(where, "`"))
         if columns:
             df = df.select(*columns)
         return to_arrow(df)
 
     def schema(self, ref: TableRef) -> pa.Schema:
         return to_arrow(self.read_spark(self.spark, ref).limit(0)).schema
+
+    def count_by(self, ref: TableRef, columns: Sequence[str]) -> pd.DataFrame:
+        return self.read_spark(self.spark, ref).groupBy(*columns).count().toPandas()
 
     def _frame(self, data: Data) -> SparkDataFrame:
         if _is_spark_df(data):

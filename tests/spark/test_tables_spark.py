@@ -30,6 +30,8 @@ def test_overwrite_append_replace_merge_on_parquet(store, spark):
     out = store.read_pandas(ref).sort_values("k")
     assert out["k"].tolist() == [1, 2, 3, 4] and out["v"].tolist() == [1.0, 20.0, 30.0, 4.0]
     assert store.schema(ref).names == ["k", "v"]
+    assert sorted(store.read_pandas(ref, columns=["v"], where={"k": [2, 4]})["v"]) == [4.0, 20.0]
+    assert store.count_by(ref, ["k"]).sort_values("k")["count"].tolist() == [1, 1, 1, 1]
     with pytest.raises(TableError, match=r"needs tables\.format=delta"):
         store.read_spark(spark, ref, version=0)
 
