@@ -155,19 +155,52 @@ def balance(weights: Sequence[float] | np.ndarray, n_buckets: int) -> np.ndarray
     return out
 
 
-def _bucket_labels(spark: SparkSession, n: int) -> np.ndarray:
-    """Long values whose Spark hash lands each in its own one of ``n`` shuffle partitions."""
-    from pyspark.sql import functions as F
+_M32 = np.uint64(0xFFFFFFFF)
 
-    rows = (
-        spark.range(0, 64 * n + 64)
-        .select("id", F.expr(f"pmod(hash(id), {n})").alias("p"))
-        .groupBy("p")
-        .agg(F.min("id").alias("id"))
-        .toPandas()
-    )
-    labels = dict(zip(rows["p"], rows["id"], strict=True))
-    return np.array([labels[p] for p in range(n)], dtype=np.int64)
+
+def _rotl32(x: np.ndarray, r: int) -> np.ndarray:
+    return ((x << np.uint64(r)) | (x >> np.uint64(32 - r))) & _M32
+
+
+def _mix(h1: np.ndarray, word: np.ndarray) -> np.ndarray:
+    k1 = (word * np.uint64(0xCC9E2D51)) & _M32
+    k1 = (_rotl32(k1, 15) * np.uint64(0x1B873593)) & _M32
+    h1 = _rotl32(h1 ^ k1, 13)
+    return (h1 * np.uint64(5) + np.uint64(0xE6546B64)) & _M32
+
+
+def spark_hash_long(values: np.ndarray, seed: int = 42) -> np.ndarray:
+    """Spark's ``hash()`` of long values (Murmur3 x86 32-bit, seed 42), as signed ints.
+
+    It is the function ``repartition(n, col)`` places rows with (``pmod(hash(col), n)``), so
+    the driver can pick bucket labels without running a Spark job.
+    """
+    v = np.asarray(values, dtype=np.int64).astype(np.uint64)
+    h1 = np.full(v.shape, seed, dtype=np.uint64)
+    h1 = _mix(h1, v & _M32)
+    h1 = _mix(h1, v >> np.uint64(32))
+    h1 ^= np.uint64(8)
+    h1 ^= h1 >> np.uint64(16)
+    h1 = (h1 * np.uint64(0x85EBCA6B)) & _M32
+    h1 ^= h1 >> np.uint64(13)
+    h1 = (h1 * np.uint64(0xC2B2AE35)) & _M32
+    h1 ^= h1 >> np.uint64(16)
+    return h1.astype(np.uint32).astype(np.int32)
+
+
+def _bucket_labels(n: int) -> np.ndarray:
+    """Long values whose Spark hash lands each in its own one of ``n`` shuffle partitions."""
+    labels = np.full(n, -1, dtype=np.int64)
+    start, block = 0, 64 * n + 64
+    while (labels < 0).any():
+        ids = np.arange(start, start + block, dtype=np.int64)
+        parts = np.mod(spark_hash_long(ids).astype(np.int64), n)
+        first = np.unique(parts, return_index=True)
+        for p, i in zip(*first, strict=True):
+            if labels[p] < 0:
+                labels[p] = ids[i]
+        start += block
+    return labels
 
 
 def _plan_schema(plan: pd.DataFrame, keys: list[str], key_types: dict[str, Any]) -> StructType:
@@ -315,7 +348,11 @@ def _with_champions(plan: pd.DataFrame, cfg: Config, store: TableStore) -> pd.Da
     if registry.get_alias_version(cfg, "champion") is None:
         return empty
     manifest = registry.load_model_set(cfg, alias="champion").manifest[[*keys, "run_id", "family"]]
-    ledger = store.read_pandas(store.ref("gold", LEDGER_TABLE), columns=[*keys, "run_id", "params"])
+    ledger = store.read_pandas(
+        store.ref("gold", LEDGER_TABLE),
+        columns=[*keys, "run_id", "params"],
+        where={"run_id": sorted(set(manifest["run_id"].astype(str)))},
+    )
     ledger = ledger.drop_duplicates([*keys, "run_id"], keep="last")
     champs = manifest.merge(ledger, on=[*keys, "run_id"], how="left").rename(
         columns={
@@ -345,7 +382,7 @@ def _fit_frame(
     keys = list(cfg.data.keys)
     n_tasks = cfg.train.tasks or 8 * spark.sparkContext.defaultParallelism
     n_tasks = max(1, min(n_tasks, len(todo_keys)))
-    labels = _bucket_labels(spark, n_tasks)
+    labels = _bucket_labels(n_tasks)
     plan = todo_keys[keys].copy()
     plan[_BUCKET] = labels[balance(todo_keys["count"].to_numpy(), n_tasks)]
     plan = _with_champions(plan, cfg, store)
@@ -374,7 +411,6 @@ def train(
     younger than ``train.max_model_age_days``. The run registers one model version holding the
     whole set under the alias ``challenger`` (``register=False`` skips that).
     """
-    from pyspark.sql import functions as F
 
     from manymodels import registry
 
@@ -397,13 +433,14 @@ def train(
         run_id = run.run_id
         now = datetime.now(timezone.utc)
         carried: SparkDataFrame | None = None
+        todo: SparkDataFrame | None = None
         if resume:
             todo = _resume_todo(spark, store, cfg, silver, run_id)
         elif incremental:
             carried, todo = _carry_over(spark, store, cfg, silver, run_id, now)
-        else:
-            todo = silver.select(*keys).distinct()
-        counts = silver.join(todo, keys, "inner").groupBy(*keys).count().toPandas()
+        counts = store.count_by(silver_ref, keys)  # rows per key: the weights for balancing
+        if todo is not None:
+            counts = counts.merge(todo.toPandas(), on=keys, how="inner")
         n_carried = 0 if carried is None else carried.count()
         if counts.empty and n_carried == 0:
             if resume:
@@ -430,7 +467,9 @@ def train(
                 else:
                     store.append(ledger_ref, ledger)
                 log.info(prog.line())
-        result = _summarize(spark, store, cfg, run_id, len(counts), n_carried, started)
+        # One read of this run's rows serves the summary, the MLflow artifacts and the set.
+        rows = store.read_pandas(ledger_ref, where={"run_id": run_id})
+        result = _summarize(rows, keys, run_id, len(counts), n_carried, started)
         run.log_metrics(
             {
                 "keys": result.n_keys,
@@ -443,12 +482,7 @@ def train(
                 **{f"median_{k}": v for k, v in result.metrics.items()},
             }
         )
-        per_key = (
-            store.read_spark(spark, ledger_ref)
-            .where(F.col("run_id") == run_id)
-            .drop("model")
-            .toPandas()
-        )
+        per_key = rows.drop(columns=["model"])
         run.log_table(per_key.drop(columns=["error"]), "per_key_metrics")
         run.log_table(
             per_key.loc[per_key["status"] != "ok", [*keys, "status", "error"]], "failures"
@@ -456,58 +490,51 @@ def train(
         run.set_tags({"manymodels.ok": result.ok, "manymodels.failed": result.failed})
         _check_threshold(cfg, result)
         if register:
-            result.model_version = _register(spark, store, cfg, run_id, silver_version)
+            result.model_version = _register(rows, cfg, run_id, silver_version)
     result.seconds = time.perf_counter() - started
     log.debug(result.summary())
     return result
 
 
+_SUMMARY_METRICS = ("wape", "mase", "smape", "coverage")
+
+
 def _summarize(
-    spark: SparkSession,
-    store: TableStore,
-    cfg: Config,
+    rows: pd.DataFrame,
+    keys: list[str],
     run_id: str,
     fitted: int,
     carried: int,
     started: float,
 ) -> TrainResult:
-    from pyspark.sql import functions as F
-
-    keys = list(cfg.data.keys)
-    rows = (
-        store.read_spark(spark, store.ref("gold", LEDGER_TABLE))
-        .where(F.col("run_id") == run_id)
-        .select(*keys, "status", "error", "wape", "mase", "smape", "coverage")
-    )
-    by_status = {r["status"]: int(r["count"]) for r in rows.groupBy("status").count().collect()}
-    medians = (
-        rows.where(F.col("status") == "ok")
-        .agg(*(F.percentile_approx(c, 0.5).alias(c) for c in ("wape", "mase", "smape", "coverage")))
-        .collect()[0]
-        .asDict()
-    )
-    label = F.substring(F.regexp_replace("error", r"\s+", " "), 1, 160)
-    errors = (
-        rows.where(F.col("status") == "failed")
-        .withColumn("_e", label)
-        .withColumn("_k", F.concat_ws(",", *(F.concat(F.lit(f"{k}="), F.col(k)) for k in keys)))
-        .groupBy("_e")
-        .agg(F.count("*").alias("n"), F.min("_k").alias("example"))
-        .orderBy(F.col("n").desc())
-        .limit(5)
-        .collect()
-    )
+    """Counts by status, median metrics over ok keys and the most common errors of a run."""
+    by_status = rows["status"].value_counts()
+    ok = rows[rows["status"] == "ok"]
+    medians = {
+        c: float(ok[c].median()) for c in _SUMMARY_METRICS if c in ok and ok[c].notna().any()
+    }
+    failed = rows[rows["status"] == "failed"]
+    top_errors: list[tuple[str, int, str]] = []
+    if len(failed):
+        label = failed["error"].fillna("").str.replace(r"\s+", " ", regex=True).str.slice(0, 160)
+        example = failed[keys[0]].map(lambda v: f"{keys[0]}={v}")
+        for k in keys[1:]:
+            example = example + failed[k].map(lambda v, k=k: f",{k}={v}")
+        groups = pd.DataFrame({"error": label, "example": example}).groupby("error")["example"]
+        table = pd.DataFrame({"n": groups.size(), "example": groups.min()})
+        table = table.sort_values("n", ascending=False, kind="stable").head(5)
+        top_errors = [(str(e), int(r.n), str(r.example)) for e, r in table.iterrows()]
     return TrainResult(
         run_id=run_id,
-        n_keys=sum(by_status.values()),
-        ok=by_status.get("ok", 0),
-        failed=by_status.get("failed", 0),
-        skipped=by_status.get("skipped", 0),
+        n_keys=len(rows),
+        ok=int(by_status.get("ok", 0)),
+        failed=int(by_status.get("failed", 0)),
+        skipped=int(by_status.get("skipped", 0)),
         fitted=fitted,
         carried_over=carried,
         seconds=time.perf_counter() - started,
-        top_errors=[(r["_e"], int(r["n"]), r["example"]) for r in errors],
-        metrics={k: float(v) for k, v in medians.items() if v is not None},
+        top_errors=top_errors,
+        metrics=medians,
     )
 
 
@@ -526,28 +553,15 @@ def _check_threshold(cfg: Config, result: TrainResult) -> None:
     )
 
 
-def _register(
-    spark: SparkSession, store: TableStore, cfg: Config, run_id: str, silver_version: int | None
-) -> int:
-    from pyspark.sql import functions as F
-
+def _register(rows: pd.DataFrame, cfg: Config, run_id: str, silver_version: int | None) -> int:
+    """Register the run's ok models as one model-set version with the alias ``challenger``."""
     from manymodels import registry
 
     keys = list(cfg.data.keys)
-    models = (
-        store.read_spark(spark, store.ref("gold", LEDGER_TABLE))
-        .where((F.col("run_id") == run_id) & (F.col("status") == "ok"))
-        .select(
-            *keys,
-            F.col("origin_run_id").alias("run_id"),
-            "family",
-            "model",
-            "model_sha256",
-            "last_ds",
-            "freq",
-        )
-        .toPandas()
-    )
+    models = rows.loc[
+        rows["status"] == "ok",
+        [*keys, "origin_run_id", "family", "model", "model_sha256", "last_ds", "freq"],
+    ].rename(columns={"origin_run_id": "run_id"})
     version = registry.register_model_set(
         cfg,
         models,

@@ -11,7 +11,7 @@ from manymodels.errors import ModelError, ThresholdError
 from manymodels.models import loads
 from manymodels.registry import load_model_set
 from manymodels.tables import open_store
-from manymodels.train import balance, train
+from manymodels.train import _bucket_labels, balance, spark_hash_long, train
 
 N_STORES, N_ITEMS, DAYS = 2, 10, 150
 N_KEYS = N_STORES * N_ITEMS
@@ -123,3 +123,21 @@ def test_balance_spreads_a_giant_key_and_many_tiny_ones():
     loads_ = np.bincount(buckets, weights=weights, minlength=4)
     assert buckets[0] not in buckets[1:]  # the giant key has a bucket to itself
     assert sorted(loads_)[:3] == [333.0, 333.0, 333.0]
+
+
+def test_driver_side_hash_matches_spark_and_puts_each_bucket_in_its_own_task(spark):
+    from pyspark.sql import functions as F
+
+    ids = [0, 1, -1, 42, 2**31, -(2**31) - 7, 2**62 + 12345, -(2**63), 2**63 - 1]
+    ids += list(range(100, 400))
+    expected = spark.createDataFrame(pd.DataFrame({"id": ids})).select(F.hash("id").alias("h"))
+    assert spark_hash_long(np.array(ids)).tolist() == [r["h"] for r in expected.collect()]
+    for n in (1, 7, 16, 64):
+        labels = _bucket_labels(n)
+        placed = (
+            spark.createDataFrame(pd.DataFrame({"b": labels}))
+            .repartition(n, "b")
+            .select("b", F.spark_partition_id().alias("p"))
+            .toPandas()
+        )
+        assert len(labels) == n and placed["p"].nunique() == n
