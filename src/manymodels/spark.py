@@ -29,6 +29,10 @@ _LOCAL_CONF = {
     "spark.sql.shuffle.partitions": "8",
     "spark.python.worker.reuse": "true",
     "spark.sql.ansi.enabled": "false",
+    # A local session is short-lived and its JVM mostly moves data between Python and files:
+    # the C1 compiler alone starts faster and spends a few core-seconds less per job than
+    # C2 recompiling every new query plan (benchmarks/train_overhead.py measures it).
+    "spark.driver.extraJavaOptions": "-XX:+TieredCompilation -XX:TieredStopAtLevel=1",
 }
 
 
