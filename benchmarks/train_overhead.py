@@ -298,22 +298,22 @@ def warm_up(spark: Any) -> None:
 
 @contextmanager
 def logged_fits(log_dir: Path) -> Iterator[None]:
-    """Make train's fit UDF log each fit's wall and CPU time (the UDF is pickled by value)."""
+    """Make train's fit UDF log each key's fit wall and CPU time (pickled by value)."""
     train_mod = importlib.import_module("manymodels.train")  # the name is also a function
 
     original = train_mod._fit_udf
     where = str(log_dir)
 
+    def fit_logged(pdf: pd.DataFrame, cfg: Any, **kwargs: Any) -> pd.DataFrame:
+        from manymodels.partition import fit_partition
+
+        started, c0 = time.time(), os.times()
+        out = fit_partition(pdf, cfg, **kwargs)
+        _log_fit(where, started, c0, pdf)
+        return out
+
     def fit_udf(cfg: Any, run_id: str, trained_at: Any, counters: Any) -> Any:
-        inner = original(cfg, run_id, trained_at, counters)
-
-        def fit_group(pdf):  # type: ignore[no-untyped-def]  # one parameter: f(pdf)
-            started, c0 = time.time(), os.times()
-            out = inner(pdf)
-            _log_fit(where, started, c0, pdf)
-            return out
-
-        return fit_group
+        return original(cfg, run_id, trained_at, counters, fit=fit_logged)
 
     train_mod._fit_udf = fit_udf
     try:
@@ -389,7 +389,7 @@ def instrumented(timer: Timer) -> Iterator[None]:
     timer.wrap(mlflow, "start_run", "mlflow.start_run")
     timer.wrap(mlflow, "end_run", "mlflow.end_run")
     store_cls = tables.LocalDeltaStore
-    for name in ("_staged", "write", "read_spark", "schema", "exists", "version"):
+    for name in ("_staged", "write", "read_spark", "read_arrow", "count_by", "schema", "version"):
         timer.wrap(store_cls, name, f"LocalDeltaStore.{name}")
     timer.wrap(deltalake, "write_deltalake", "deltalake.write_deltalake")
     for name in ("toPandas", "collect", "count"):

@@ -46,6 +46,8 @@ def test_home_from_env(monkeypatch, tmp_path: Path):
         ("trian.horizon=3", "unknown config key trian"),
         ("train.horizon=soon", "config key train.horizon must be an integer"),
         ("train.horizon=0", "train.horizon must be at least 1"),
+        ("train.tasks=0", "train.tasks must be at least 1"),
+        ("train.rows_per_call=-5", "train.rows_per_call must be 0"),
         ("data.keys=store", "config key data.keys must be a list"),
         ("data.fill=mean", "config key data.fill must be one of zero, nan, ffill, none"),
         ("data.freq=fortnightly", "data.freq='fortnightly' is not supported"),

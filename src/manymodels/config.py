@@ -89,6 +89,7 @@ class TrainConfig:
     max_model_age_days: float = 7.0
     regressor_defaults: dict[str, float] = field(default_factory=dict)
     tasks: int | None = None
+    rows_per_call: int = 50_000
 
 
 @dataclass
@@ -349,6 +350,13 @@ def _check(cfg: Config) -> None:
     for name, value in (("train.horizon", t.horizon), ("train.n_windows", t.n_windows)):
         if value < 1:
             raise ConfigError(f"config key {name} must be at least 1, got {value}")
+    if t.tasks is not None and t.tasks < 1:
+        raise ConfigError(f"config key train.tasks must be at least 1 (or null), got {t.tasks}")
+    if t.rows_per_call < 0:
+        raise ConfigError(
+            f"config key train.rows_per_call must be 0 (one key per call) or more, "
+            f"got {t.rows_per_call}"
+        )
     if t.step is not None and t.step < 1:
         raise ConfigError(f"config key train.step must be at least 1, got {t.step}")
     if not 0.0 <= t.max_failed_fraction <= 1.0:

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 LEDGER_TABLE = "model_ledger"
 SILVER_TABLE = "sales"
 _BUCKET = "_mm_bucket"
+_CALL = "_mm_call"
 
 
 @dataclass
@@ -109,18 +110,29 @@ _METRIC_COLUMNS = set(METRICS)
 # --------------------------------------------------------------------------- the UDFs
 
 
-def _fit_udf(cfg: Config, run_id: str, trained_at: datetime, counters: Any) -> Any:
-    """The function applyInPandas calls once per key (config bound by closure, one argument)."""
+def _fit_udf(
+    cfg: Config, run_id: str, trained_at: datetime, counters: Any, fit: Any = fit_partition
+) -> Any:
+    """The function applyInPandas calls once per call group: ``fit`` on each key in it.
+
+    A call group holds one or more whole keys (``train.rows_per_call``); every key is fitted
+    alone on its own frame, exactly as ``groupBy(keys)`` would hand it over. The config is
+    bound by closure, so the function takes one argument.
+    """
     done, failed = counters
+    keys = list(cfg.data.keys)
 
-    def fit_group(pdf):  # type: ignore[no-untyped-def]  # untyped: Spark reads the hints
-        out = fit_partition(pdf, cfg, run_id=run_id, trained_at=trained_at)
-        done.add(1)
-        if out["status"].iloc[0] == "failed":
-            failed.add(1)
-        return out
+    def fit_keys(pdf):  # type: ignore[no-untyped-def]  # untyped: Spark reads the hints
+        rows = []
+        for _, part in pdf.groupby(keys, sort=False, dropna=False):
+            out = fit(part.reset_index(drop=True), cfg, run_id=run_id, trained_at=trained_at)
+            done.add(1)
+            if out["status"].iloc[0] == "failed":
+                failed.add(1)
+            rows.append(out)
+        return pd.concat(rows, ignore_index=True) if len(rows) > 1 else rows[0]
 
-    return fit_group
+    return fit_keys
 
 
 def _fingerprint_udf(keys: list[str], regs: list[str]) -> Any:
@@ -143,15 +155,59 @@ def _fingerprint(keys: list[str], regs: list[str], pdf: pd.DataFrame) -> pd.Data
 # --------------------------------------------------------------------------- balancing
 
 
-def balance(weights: Sequence[float] | np.ndarray, n_buckets: int) -> np.ndarray:
-    """Longest-processing-time-first: give each key to the least loaded of ``n_buckets``."""
-    order = np.argsort(-np.asarray(weights, dtype=float), kind="stable")
-    heap = [(0.0, b) for b in range(n_buckets)]
-    out = np.zeros(len(weights), dtype=np.int64)
-    for i in order:
-        load, b = heapq.heappop(heap)
+def bucket_shares(n_buckets: int, cores: int, taper: float = 0.125) -> np.ndarray:
+    """Each bucket's share of the work, in the order Spark starts the tasks (sums to 1).
+
+    Equal shares leave the last wave ragged: a core that ends early idles while another
+    finishes a full-size task. So the shares shrink geometrically to ``taper`` of the largest
+    toward the end, and the first ``cores`` buckets are small too, so progress shows early.
+    With no more than two buckets per core the shares are equal.
+    """
+    if n_buckets <= 2 * cores:
+        return np.full(n_buckets, 1.0 / n_buckets)
+    m = n_buckets - cores
+    ratio = taper ** (1.0 / (m - 1))
+    shares = np.r_[np.full(cores, taper), ratio ** np.arange(m)]
+    out: np.ndarray = shares / shares.sum()
+    return out
+
+
+def balance(
+    weights: Sequence[float] | np.ndarray, n_buckets: int, shares: np.ndarray | None = None
+) -> np.ndarray:
+    """Longest-processing-time-first: each key (largest first) to the bucket furthest below
+    its share of the total weight (equal shares by default: the least loaded bucket)."""
+    w = np.asarray(weights, dtype=float)
+    share = np.full(n_buckets, 1.0 / n_buckets) if shares is None else np.asarray(shares)
+    targets = share * w.sum()
+    heap = [(-float(targets[b]), b) for b in range(n_buckets)]
+    heapq.heapify(heap)
+    out = np.zeros(len(w), dtype=np.int64)
+    for i in np.argsort(-w, kind="stable"):
+        room, b = heapq.heappop(heap)
         out[i] = b
-        heapq.heappush(heap, (load + float(weights[i]), b))
+        heapq.heappush(heap, (room + float(w[i]), b))
+    return out
+
+
+def call_groups(buckets: np.ndarray, weights: np.ndarray, rows_per_call: int) -> np.ndarray:
+    """Number the keys of each bucket into Python calls of about ``rows_per_call`` rows.
+
+    Keys are whole: a call closes once it reaches the limit, so one holds at most the limit
+    plus its last key, and a key larger than the limit has a call to itself. ``0`` gives
+    every key its own call. Numbers restart in each bucket.
+    """
+    n = len(buckets)
+    if rows_per_call <= 0:
+        return np.arange(n, dtype=np.int64)
+    order = np.lexsort((np.arange(n), buckets))
+    w = np.asarray(weights, dtype=float)[order]
+    b = np.asarray(buckets)[order]
+    starts = np.cumsum(w) - w  # rows before each key, over all buckets in order
+    first = np.r_[True, b[1:] != b[:-1]]
+    bucket_start = np.maximum.accumulate(np.where(first, starts, 0.0))
+    out = np.empty(n, dtype=np.int64)
+    out[order] = ((starts - bucket_start) // rows_per_call).astype(np.int64)
     return out
 
 
@@ -208,6 +264,7 @@ def _plan_schema(plan: pd.DataFrame, keys: list[str], key_types: dict[str, Any])
 
     fields = [T.StructField(k, key_types[k], True) for k in keys]
     fields.append(T.StructField(_BUCKET, T.LongType(), False))
+    fields.append(T.StructField(_CALL, T.LongType(), False))
     fields += [T.StructField(c, T.StringType(), True) for c in CHAMPION_COLUMNS]
     return T.StructType(fields)
 
@@ -376,23 +433,32 @@ def _fit_frame(
     counters: tuple[Any, Any],
     store: TableStore,
 ) -> SparkDataFrame:
-    """The ledger rows of the keys to fit, balanced over tasks by their row counts."""
+    """The ledger rows of the keys to fit, balanced over tasks by their row counts.
+
+    Each task gets one bucket of keys, filled longest-first on row counts to the shares of
+    ``bucket_shares`` (small first and last tasks). Within a bucket, keys travel to Python in
+    calls of about ``train.rows_per_call`` rows, spreading Spark's fixed cost per call over
+    several keys.
+    """
     from pyspark.sql import functions as F
 
     keys = list(cfg.data.keys)
     n_tasks = cfg.train.tasks or 8 * spark.sparkContext.defaultParallelism
     n_tasks = max(1, min(n_tasks, len(todo_keys)))
-    labels = _bucket_labels(n_tasks)
+    weights = todo_keys["count"].to_numpy()
+    cores = spark.sparkContext.defaultParallelism
+    buckets = balance(weights, n_tasks, bucket_shares(n_tasks, cores))
     plan = todo_keys[keys].copy()
-    plan[_BUCKET] = labels[balance(todo_keys["count"].to_numpy(), n_tasks)]
+    plan[_BUCKET] = _bucket_labels(n_tasks)[buckets]
+    plan[_CALL] = call_groups(buckets, weights, cfg.train.rows_per_call)
     plan = _with_champions(plan, cfg, store)
     key_types = {f.name: f.dataType for f in silver.schema.fields if f.name in keys}
-    plan = plan[[*keys, _BUCKET, *CHAMPION_COLUMNS]]
+    plan = plan[[*keys, _BUCKET, _CALL, *CHAMPION_COLUMNS]]
     plan_df = spark.createDataFrame(plan, schema=_plan_schema(plan, keys, key_types))
     data = silver.join(F.broadcast(plan_df), keys, "inner").repartition(n_tasks, _BUCKET)
     schema = ledger_schema([f for f in silver.schema.fields if f.name in keys])
     fn = _fit_udf(cfg, run_id, trained_at, counters)
-    return data.groupBy(_BUCKET, *keys).applyInPandas(fn, schema=schema)
+    return data.groupBy(_BUCKET, _CALL).applyInPandas(fn, schema=schema)
 
 
 def train(

@@ -11,7 +11,14 @@ from manymodels.errors import ModelError, ThresholdError
 from manymodels.models import loads
 from manymodels.registry import load_model_set
 from manymodels.tables import open_store
-from manymodels.train import _bucket_labels, balance, spark_hash_long, train
+from manymodels.train import (
+    _bucket_labels,
+    balance,
+    bucket_shares,
+    call_groups,
+    spark_hash_long,
+    train,
+)
 
 N_STORES, N_ITEMS, DAYS = 2, 10, 150
 N_KEYS = N_STORES * N_ITEMS
@@ -68,11 +75,14 @@ def test_full_run_fills_the_ledger_and_registers_one_version(cfg, spark, demand)
         loads(bytes(blob), row["model_sha256"])
 
 
-def test_a_few_failures_pass_and_are_recorded(cfg, spark, demand):
+@pytest.mark.parametrize("rows_per_call", [0, 50_000])  # one key per call; a bucket per call
+def test_a_few_failures_pass_and_are_recorded(cfg, spark, demand, rows_per_call):
     write_silver(cfg, demand, broken_items=1)  # 1 of 20 keys = 5%
-    result = train(cfg, spark)
+    result = train(cfg.replace(**{"train.rows_per_call": rows_per_call}), spark)
     assert (result.ok, result.failed) == (N_KEYS - 1, 1)
-    failed = ledger(cfg, result.run_id).query("status == 'failed'")
+    rows = ledger(cfg, result.run_id)
+    assert len(rows) == N_KEYS and not rows.duplicated(["store", "item"]).any()
+    failed = rows.query("status == 'failed'")
     assert failed[["store", "item"]].values.tolist() == [[1, 1]]
     assert "infinite" in failed["error"].iloc[0]
 
@@ -123,6 +133,30 @@ def test_balance_spreads_a_giant_key_and_many_tiny_ones():
     loads_ = np.bincount(buckets, weights=weights, minlength=4)
     assert buckets[0] not in buckets[1:]  # the giant key has a bucket to itself
     assert sorted(loads_)[:3] == [333.0, 333.0, 333.0]
+
+
+def test_bucket_shares_start_small_peak_then_taper_to_the_last_task():
+    shares = bucket_shares(16, cores=2, taper=0.125)
+    assert shares.sum() == pytest.approx(1.0)
+    assert shares[0] == shares[1] == pytest.approx(0.125 * shares.max())  # early progress
+    assert shares[2] == shares.max() and (np.diff(shares[2:]) < 0).all()
+    assert shares[-1] == pytest.approx(0.125 * shares.max())
+    assert bucket_shares(4, cores=2).tolist() == [0.25] * 4  # too few tasks to shape
+    weights = np.ones(10_000)
+    loads_ = np.bincount(balance(weights, 16, shares), weights=weights, minlength=16)
+    assert np.allclose(loads_ / weights.sum(), shares, atol=1e-3)
+
+
+def test_call_groups_pack_whole_keys_up_to_the_row_limit():
+    buckets = np.array([0, 1, 0, 0, 1, 0, 1])
+    weights = np.array([40, 500, 40, 40, 10, 40, 10])
+    calls = call_groups(buckets, weights, rows_per_call=100)
+    # bucket 0: keys starting before row 100 share call 0, the fourth opens call 1;
+    # bucket 1: the 500-row key has call 0 to itself, the two small ones share call 5
+    assert calls.tolist() == [0, 0, 0, 0, 5, 1, 5]
+    assert call_groups(buckets, weights, rows_per_call=0).tolist() == list(range(7))
+    many = call_groups(np.zeros(1000, dtype=int), np.full(1000, 1095), rows_per_call=50_000)
+    assert np.bincount(many).max() == 46 and np.bincount(many).min() > 0
 
 
 def test_driver_side_hash_matches_spark_and_puts_each_bucket_in_its_own_task(spark):
