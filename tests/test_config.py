@@ -48,6 +48,7 @@ def test_home_from_env(monkeypatch, tmp_path: Path):
         ("train.horizon=0", "train.horizon must be at least 1"),
         ("train.tasks=0", "train.tasks must be at least 1"),
         ("train.rows_per_call=-5", "train.rows_per_call must be 0"),
+        ("score.keys_per_call=0", "score.keys_per_call must be at least 1"),
         ("data.keys=store", "config key data.keys must be a list"),
         ("data.fill=mean", "config key data.fill must be one of zero, nan, ffill, none"),
         ("data.freq=fortnightly", "data.freq='fortnightly' is not supported"),

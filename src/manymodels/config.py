@@ -113,6 +113,7 @@ class ScoreConfig:
     job: str = "batch"
     max_failed_fraction: float = 0.1
     summary_levels: list[list[str]] = field(default_factory=lambda: [["store"]])
+    keys_per_call: int = 64
 
 
 @dataclass
@@ -376,5 +377,9 @@ def _check(cfg: Config) -> None:
                 f"promote.thresholds.{name}: unknown metric; "
                 f"use one of {', '.join(sorted(_METRICS))}"
             )
+    if cfg.score.keys_per_call < 1:
+        raise ConfigError(
+            f"config key score.keys_per_call must be at least 1, got {cfg.score.keys_per_call}"
+        )
     if cfg.score.horizon < 1:
         raise ConfigError(f"config key score.horizon must be at least 1, got {cfg.score.horizon}")

@@ -41,6 +41,7 @@ LEDGER_TABLE = "model_ledger"
 FUTURE_TABLE = "sales_future"
 SILVER_TABLE = "sales"
 _OUT = ("ds", "yhat", "yhat_lower", "yhat_upper")
+_CALL = "_mm_call"
 
 
 @dataclass
@@ -121,12 +122,10 @@ def _score_udf(
     scored_at: datetime,
     columns: list[str],
 ) -> Any:
+    """The cogroup function: the models of one call group and their keys' future rows."""
     keys = list(cfg.data.keys)
 
-    def score_group(models, future):  # type: ignore[no-untyped-def]  # Spark reads hints
-        if models.empty:  # future rows of a key the set has no model for
-            return pd.DataFrame(columns=columns)
-        row = models.iloc[0]
+    def score_key(row: Mapping[str, Any], future: pd.DataFrame) -> pd.DataFrame:
         try:
             out = predict_partition(row, future, cfg, horizon)
             out["ds"] = pd.to_datetime(out["ds"]).dt.date
@@ -144,6 +143,21 @@ def _score_udf(
         for k in keys:
             out[k] = row[k]
         out["model_run_id"] = row["run_id"]
+        return out
+
+    def score_group(models, future):  # type: ignore[no-untyped-def]  # Spark reads hints
+        if models.empty:  # future rows of keys the set has no model for
+            return pd.DataFrame(columns=columns)
+        by_key = {
+            (k if isinstance(k, tuple) else (k,)): part
+            for k, part in future.groupby(keys, sort=False, dropna=False)
+        }
+        none = future.iloc[:0]
+        parts = [
+            score_key(row, by_key.get(tuple(row[k] for k in keys), none))
+            for row in models.to_dict("records")
+        ]
+        out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
         out["model_version"] = version
         out["scored_at"] = scored_at
         out["scoring_run_id"] = run_id
@@ -171,6 +185,8 @@ def _models_df(
             man = man.withColumn(k, F.col(k).cast(key_types[k]))
     ledger = (
         store.read_spark(spark, store.ref("gold", LEDGER_TABLE))
+        # the set's runs only: Parquet statistics skip the files of every other run
+        .where(F.col("origin_run_id").isin(sorted(set(manifest["run_id"].astype(str)))))
         .where(F.col("status") == "ok")
         .select(*keys, F.col("origin_run_id").alias("run_id"), "model_sha256", "model")
         .dropDuplicates([*keys, "run_id", "model_sha256"])
@@ -223,10 +239,15 @@ def score(
             cfg, horizon, model_set.version, run.run_id, job, scored_at, schema.fieldNames()
         )
         n_tasks = max(1, min(len(manifest), 2 * spark.sparkContext.defaultParallelism))
+        # Keys go to Python a few dozen per call: Spark's fixed cost per group is paid once
+        # per call, while each key is still forecast alone.
+        n_calls = max(n_tasks, -(-len(manifest) // max(1, cfg.score.keys_per_call)))
+        call = F.pmod(F.xxhash64(*keys), F.lit(n_calls)).alias(_CALL)
         out = (
-            models.repartition(n_tasks, *keys)
-            .groupBy(*keys)
-            .cogroup(future.groupBy(*keys))
+            models.select("*", call)
+            .repartition(n_tasks, _CALL)
+            .groupBy(_CALL)
+            .cogroup(future.select("*", call).groupBy(_CALL))
             .applyInPandas(fn, schema=schema)
         )
         with _no_coalescing(spark):
