@@ -130,40 +130,51 @@ def _sql_literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def _predicate_terms(predicate: Predicate) -> list[tuple[str, list[Any] | None, Any]]:
+    """Checked ``(column, values or None, value)`` terms of ``{column: value or values}``.
+
+    ``values`` is the sorted list when the predicate gives a collection (``None`` otherwise);
+    column names are validated and null values refused, for every way a predicate is used.
+    """
+    if not predicate:
+        raise TableError("a predicate must name at least one column")
+    terms: list[tuple[str, list[Any] | None, Any]] = []
+    for col, value in predicate.items():
+        ident = _check_ident(col, "column name")
+        many = isinstance(value, (list, tuple, set, frozenset))
+        values = sorted(value, key=str) if many else None
+        if any(v is None for v in (values if values is not None else [value])):
+            raise TableError("a predicate value may not be null")
+        terms.append((ident, values, value))
+    return terms
+
+
 def predicate_expression(predicate: Predicate) -> Any:
     """The Arrow dataset filter of ``{column: value or list of values}`` (all must hold)."""
     import pyarrow.compute as pc
 
-    if not predicate:
-        raise TableError("a predicate must name at least one column")
     expr = None
-    for col, value in predicate.items():
-        field = pc.field(_check_ident(col, "column name"))
-        if isinstance(value, (list, tuple, set, frozenset)):
-            clause = field.isin(sorted(value, key=str)) if value else pc.scalar(False)
-        else:
-            if value is None:
-                raise TableError("a predicate value may not be null")
+    for col, values, value in _predicate_terms(predicate):
+        field = pc.field(col)
+        if values is None:
             clause = field == value
+        else:
+            clause = field.isin(values) if values else pc.scalar(False)
         expr = clause if expr is None else expr & clause
     return expr
 
 
 def predicate_sql(predicate: Predicate, quote: str) -> str:
     """A safe SQL predicate from ``{column: value or list of values}``."""
-    if not predicate:
-        raise TableError("a replace predicate must name at least one column")
     clauses = []
-    for col, value in predicate.items():
-        ident = f"{quote}{_check_ident(col, 'column name')}{quote}"
-        if isinstance(value, (list, tuple, set, frozenset)):
-            values = sorted(value, key=str)
-            if not values:
-                clauses.append("false")
-                continue
+    for col, values, value in _predicate_terms(predicate):
+        ident = f"{quote}{col}{quote}"
+        if values is None:
+            clauses.append(f"{ident} = {_sql_literal(value)}")
+        elif values:
             clauses.append(f"{ident} IN ({', '.join(_sql_literal(v) for v in values)})")
         else:
-            clauses.append(f"{ident} = {_sql_literal(value)}")
+            clauses.append("false")
     return " AND ".join(clauses)
 
 

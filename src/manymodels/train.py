@@ -477,7 +477,6 @@ def train(
     younger than ``train.max_model_age_days``. The run registers one model version holding the
     whole set under the alias ``challenger`` (``register=False`` skips that).
     """
-
     from manymodels import registry
 
     if resume and incremental:
