@@ -128,7 +128,9 @@ def test_reingesting_a_file_does_not_duplicate_and_counts_add_up(tmp_path, cfg):
     assert day2["y"].tolist() == [2.0 + 7.0]  # the default duplicate rule sums
 
 
-@pytest.mark.parametrize(("policy", "expected"), [("zero", 0.0), ("ffill", 2.0), ("nan", None)])
+@pytest.mark.parametrize(
+    ("policy", "expected"), [("zero", 0.0), ("ffill", 2.0), ("missing", None), ("nan", None)]
+)
 def test_gap_policies(policy, expected):
     frame = pd.DataFrame(
         {
@@ -216,3 +218,125 @@ def test_bad_sources(tmp_path, cfg, sources, message, monkeypatch):
 def test_clean_before_ingest_says_what_to_run(cfg):
     with pytest.raises(Exception, match="run `manymodels ingest"):
         clean(cfg)
+
+
+def gappy_frame() -> pd.DataFrame:
+    """Two keys: (1, a) misses the 3rd and 4th, (1, b) has no gap."""
+    return pd.DataFrame(
+        {
+            "ds": ["2024-01-01", "2024-01-02", "2024-01-05", "2024-01-01", "2024-01-02"],
+            "store": "1",
+            "item": ["a", "a", "a", "b", "b"],
+            "y": ["1", "2", "5", "7", "8"],
+        }
+    )
+
+
+def test_default_gap_policy_leaves_gaps_missing_and_flagged():
+    assert DataConfig().fill == "missing"
+    out = clean_frame(gappy_frame(), DataConfig())
+    s = out.silver
+    assert out.filled_rows == 2 and out.silver_rows == 7
+    assert s["is_filled"].dtype == bool
+    assert s["is_filled"].tolist() == [False, False, True, True, False, False, False]
+    assert s.loc[s["is_filled"], "y"].isna().all()
+    assert s.loc[~s["is_filled"], "y"].tolist() == [1.0, 2.0, 5.0, 7.0, 8.0]
+    assert "y missing (NaN)" in out.summary()
+
+
+@pytest.mark.parametrize("policy", ["zero", "ffill", "missing", "nan", "none"])
+def test_is_filled_flags_exactly_the_added_rows(policy):
+    out = clean_frame(gappy_frame(), DataConfig(fill=policy))
+    s = out.silver
+    observed = s[~s["is_filled"]]
+    assert observed["y"].tolist() == [1.0, 2.0, 5.0, 7.0, 8.0]
+    assert int(s["is_filled"].sum()) == out.filled_rows == (0 if policy == "none" else 2)
+    gaps = s.loc[s["is_filled"], "y"].tolist()
+    expected = {"zero": [0.0, 0.0], "ffill": [2.0, 2.0], "none": []}
+    if policy in expected:
+        assert gaps == expected[policy]
+    else:
+        assert all(pd.isna(v) for v in gaps)
+    assert out.rows_in == len(observed) + out.future_rows + out.quarantined + (
+        out.duplicates_merged
+    )
+
+
+def test_zero_fill_and_the_nan_alias_through_the_tables(tmp_path, make_cfg):
+    body = "2024-01-01,1,1,1\n2024-01-03,1,1,3\n2024-01-03,1,1,1\n2024-01-02,,1,9\n"
+    src = write(tmp_path / "in.csv", body)
+    for policy, gap in [("zero", 0.0), ("nan", None), ("missing", None)]:
+        cfg = make_cfg("data.time_col=date", "data.target_col=sales", f"data.fill={policy}")
+        ingest([src], cfg)
+        result = clean(cfg)
+        assert result.rows_in == 4 and result.quarantined == 1 and result.duplicates_merged == 1
+        assert result.rows_in == result.silver_rows - result.filled_rows + result.quarantined + (
+            result.duplicates_merged + result.future_rows
+        )
+        s = silver(cfg)
+        assert s["is_filled"].tolist() == [False, True, False]
+        assert s["y"].iloc[[0, 2]].tolist() == [1.0, 4.0]
+        value = s["y"].iloc[1]
+        assert pd.isna(value) if gap is None else value == gap
+
+
+BOOLEAN_SPELLINGS = [
+    ("true", "false"),
+    ("True", "False"),
+    ("TRUE", " false "),
+    ("yes", "no"),
+    ("Y", "n"),
+    ("t", "F"),
+    ("On", "OFF"),
+    ("1", "0"),
+    ("yes", "0"),  # booleans and numbers mix in one column
+]
+
+
+@pytest.mark.parametrize(("on", "off"), BOOLEAN_SPELLINGS)
+def test_boolean_regressors_are_stored_as_zero_one(on, off):
+    frame = pd.DataFrame(
+        {
+            "ds": ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-05"],
+            "store": "1",
+            "item": "1",
+            "y": ["1", "2", "3", "5"],
+            "promo": [on, off, on, off],
+        }
+    )
+    out = clean_frame(frame, DataConfig(regressors=["promo"]))
+    assert out.quarantined == 0
+    s = out.silver
+    assert s["promo"].dtype == "float64"
+    # the gap on the 4th carries the 3rd's value forward
+    assert s["promo"].tolist() == [1.0, 0.0, 1.0, 1.0, 0.0]
+
+
+def test_a_bad_regressor_value_is_quarantined_naming_the_regressor():
+    frame = pd.DataFrame(
+        {
+            "ds": ["2024-01-01", "2024-01-02", "2024-01-03"],
+            "store": "1",
+            "item": "1",
+            "y": ["1", "2", "3"],
+            "promo": ["yes", "maybe", "2.5"],
+        }
+    )
+    out = clean_frame(frame, DataConfig(regressors=["promo"]))
+    assert out.quarantine["reason"].tolist() == ["non-numeric regressor promo"]
+    assert out.quarantine["promo"].tolist() == ["maybe"]
+    s = out.silver
+    assert s.loc[~s["is_filled"], "promo"].tolist() == [1.0, 2.5]
+    assert s.loc[s["is_filled"], "y"].isna().all()  # the quarantined day is a gap, not a zero
+
+
+def test_all_rows_quarantined_names_the_rule_not_generic_settings(tmp_path, make_cfg):
+    cfg = make_cfg("data.time_col=date", "data.target_col=sales", "data.regressors=[promo]")
+    body = "2024-01-01,1,1,3,maybe\n2024-01-02,1,1,4,perhaps\n"
+    ingest([write(tmp_path / "in.csv", body, header="date,store,item,sales,promo\n")], cfg)
+    with pytest.raises(DataError) as err:
+        clean(cfg)
+    msg = str(err.value)
+    assert "non-numeric regressor promo" in msg and "data.regressors" in msg
+    assert "data.time_col" not in msg and "data.freq" not in msg
+    assert "\n" not in msg

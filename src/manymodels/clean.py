@@ -8,12 +8,16 @@ The rules, in order (the first that a row breaks is its quarantine ``reason``):
 3. the target parses as a finite number (``missing target``, ``non-numeric target``,
    ``non-finite target``) — except *future rows*: a row past the key's last observed target
    whose target is empty but whose regressors are all given goes to ``silver.sales_future``;
-4. every regressor that is given parses as a number (``non-numeric regressor <col>``).
+4. every regressor that is given is a finite number or a boolean — true/false, yes/no, y/n,
+   t/f, on/off in any case, stored as 1.0/0.0 (``non-numeric regressor <col>``).
 
 Several valid rows for one (keys, ds) are merged by ``data.duplicates`` (``sum`` by default;
-regressors take the mean). Gaps inside a key's date range are filled by ``data.fill``
-(``zero``, ``nan``, ``ffill`` or ``none`` to leave them) and flagged ``is_filled``; missing
-regressor values are carried forward (then backward) within the key. Bookkeeping:
+regressors take the mean). Periods missing inside a key's date range are added by ``data.fill``
+and flagged ``is_filled``: ``missing`` (the default; ``nan`` is an alias) adds them with
+``y = NaN`` — a gap is missing data (a closed day, a lost week), not a sale of zero; ``zero``
+adds them with ``y = 0`` — for transactional sources where no row means no sale; ``ffill``
+repeats the key's last observed target; ``none`` adds no rows. Missing regressor values are
+carried forward (then backward) within the key. Bookkeeping:
 rows in = observed silver rows + future rows + quarantined rows + duplicates merged.
 """
 
@@ -44,6 +48,14 @@ FUTURE_TABLE = "sales_future"
 KeyKind = Literal["int", "str"]
 
 
+_GAP_TEXT = {
+    "missing": "gap rows with y missing (NaN)",
+    "nan": "gap rows with y missing (NaN)",
+    "zero": "gap rows with y = 0",
+    "ffill": "gap rows with y carried forward",
+}
+
+
 @dataclass
 class CleanResult:
     """The outcome of one clean: the three frames (pure path) or table names, and the counts."""
@@ -60,13 +72,19 @@ class CleanResult:
     quarantine: pd.DataFrame | None = None
     future: pd.DataFrame | None = None
     silver_version: int | None = None
+    fill: str = "missing"
 
     def summary(self) -> str:
         observed = self.silver_rows - self.filled_rows
+        gaps = (
+            f"{self.filled_rows:,} {_GAP_TEXT[self.fill]}, flagged is_filled"
+            if self.fill in _GAP_TEXT
+            else f"gaps not filled: data.fill {self.fill}"
+        )
         lines = [
             f"rows in:            {self.rows_in:,}",
             f"silver rows:        {self.silver_rows:,} over {self.n_keys:,} keys "
-            f"({observed:,} observed + {self.filled_rows:,} gap-filled)",
+            f"({observed:,} observed + {gaps})",
             f"future rows:        {self.future_rows:,}",
             f"quarantined:        {self.quarantined:,}",
             f"duplicates merged:  {self.duplicates_merged:,}",
@@ -128,6 +146,33 @@ def _from_ordinals(ordinals: np.ndarray, freq: str) -> pd.DatetimeIndex:
     return idx.normalize() if how == "end" else idx
 
 
+_BOOLEANS = {
+    **dict.fromkeys(("true", "t", "yes", "y", "on"), 1.0),
+    **dict.fromkeys(("false", "f", "no", "n", "off"), 0.0),
+}
+
+
+def _parse_regressor(column: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Regressor values as floats (booleans as 1.0/0.0, anything else NaN) and the empty mask.
+
+    Each distinct spelling is parsed once: a regressor column holds few of them (a flag, a
+    price list), so the work does not grow with the rows.
+    """
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    spelled = pd.Series(uniques, dtype="object").astype("string").str.strip()
+    parsed = pd.to_numeric(spelled, errors="coerce").astype("float64")
+    words = parsed.isna() & spelled.notna()
+    if words.any():
+        parsed[words] = spelled[words].str.lower().map(_BOOLEANS).astype("float64")
+    blank = (spelled == "").fillna(True).to_numpy(dtype=bool)
+    values = np.append(parsed.to_numpy(dtype="float64"), np.nan)[codes]  # code -1: empty
+    missing = np.append(blank, True)[codes]
+    return (
+        pd.Series(values, index=column.index, dtype="float64"),
+        pd.Series(missing, index=column.index, dtype=bool),
+    )
+
+
 def clean_frame(
     raw: pd.DataFrame, data: DataConfig, key_kinds: Mapping[str, KeyKind] | None = None
 ) -> CleanResult:
@@ -170,10 +215,8 @@ def clean_frame(
     reg_values = {}
     reg_missing = pd.Series(False, index=raw.index)
     for r in regs:
-        rt = text(r)
-        missing = rt.isna() | (rt == "")
-        v = pd.to_numeric(rt.where(~missing), errors="coerce").astype("float64")
-        flag(~missing & (v.isna() | ~np.isfinite(v)), f"non-numeric regressor {r}")
+        v, missing = _parse_regressor(raw[r])
+        flag(~missing & ~np.isfinite(v), f"non-numeric regressor {r}")
         reg_values[r] = v
         reg_missing |= missing
     # Future rows: no target, all regressors given, past the key's last observed target.
@@ -203,7 +246,11 @@ def clean_frame(
     good = typed.loc[~bad & ~future]
     silver, merged = _dedupe(good, keys, regs, data.duplicates)
     merged += int((~bad & future).sum()) - len(fut)
-    silver, filled = _fill_gaps(silver, keys, regs, data)
+    silver, filled = _fill_gaps(silver, keys, data)
+    if regs and len(silver):
+        # Missing regressor values (gap rows included) are carried forward, then backward.
+        silver[regs] = silver.groupby(keys, sort=False)[regs].ffill()
+        silver[regs] = silver.groupby(keys, sort=False)[regs].bfill()
     for k in keys:
         if kinds[k] == "int":
             silver[k] = silver[k].astype("int64")
@@ -222,6 +269,7 @@ def clean_frame(
         silver=silver.reset_index(drop=True),
         quarantine=quarantine.reset_index(drop=True),
         future=fut.reset_index(drop=True),
+        fill=data.fill,
     )
 
 
@@ -236,9 +284,8 @@ def _dedupe(
     return out, len(good) - len(out)
 
 
-def _fill_gaps(
-    silver: pd.DataFrame, keys: list[str], regs: list[str], data: DataConfig
-) -> tuple[pd.DataFrame, int]:
+def _fill_gaps(silver: pd.DataFrame, keys: list[str], data: DataConfig) -> tuple[pd.DataFrame, int]:
+    """Add the periods missing inside each key's range, flagged ``is_filled``, per ``data.fill``."""
     silver = silver.assign(is_filled=False)
     if data.fill == "none" or silver.empty:
         return silver, 0
@@ -264,12 +311,46 @@ def _fill_gaps(
         grid.loc[new, "y"] = 0.0
     elif data.fill == "ffill":
         grid["y"] = grid.groupby(keys, sort=False)["y"].ffill()
-    for r in regs:
-        grid[r] = grid.groupby(keys, sort=False)[r].transform(lambda s: s.ffill().bfill())
+    # "missing" (alias "nan"): the gap rows keep y = NaN from the merge.
     rest = silver[~silver.set_index(keys).index.isin(gappy.index)]
     out = pd.concat([rest, grid[rest.columns]], ignore_index=True)
     out = out.sort_values([*keys, "ds"]).drop(columns="_ord").reset_index(drop=True)
     return out, int(new.sum())
+
+
+def _advice(reason: str, data: DataConfig) -> str:
+    """What to check for one quarantine reason: the setting or column behind the rule."""
+    if reason.startswith("non-numeric regressor "):
+        col = reason.removeprefix("non-numeric regressor ")
+        return (
+            f"regressor {col} (data.regressors) must hold numbers or true/false, yes/no, y/n, "
+            f"t/f, on/off: fix the column or drop it from data.regressors"
+        )
+    if reason.startswith("null key "):
+        return f"key column {reason.removeprefix('null key ')} is empty: check data.keys"
+    if reason == "unparseable date":
+        return (
+            f"column {data.time_col} does not parse as a date: check data.time_col "
+            f"and data.date_format"
+        )
+    if reason.startswith("date does not fit frequency"):
+        return f"dates do not fall on the {data.freq} grid: check data.freq"
+    return f"column {data.target_col} holds no usable target: check data.target_col"
+
+
+def _no_rows_message(result: CleanResult, src: str, data: DataConfig) -> str:
+    """One line: why bronze gave no silver rows, naming the rules that caught them."""
+    if not result.reasons:
+        return (
+            f"no observed rows in {src}: all {result.rows_in:,} have an empty "
+            f"{data.target_col} (future rows); check data.target_col"
+        )
+    top = sorted(result.reasons.items(), key=lambda kv: -kv[1])
+    counts = ", ".join(f"{n:,} {r!r}" for r, n in top)
+    advice = "; ".join(dict.fromkeys(_advice(r, data) for r, _ in top[:3]))
+    n = result.quarantined
+    share = f"all {n:,}" if n == result.rows_in else f"{n:,} of {result.rows_in:,}"
+    return f"no valid rows in {src}: {share} went to quarantine ({counts}); {advice}"
 
 
 def _to_store_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -296,10 +377,7 @@ def clean(cfg: Config, store: TableStore | None = None) -> CleanResult:
         raise DataError(f"{src} is empty; ingest some data first")
     result = clean_frame(raw, cfg.data)
     if result.silver is None or result.silver.empty:
-        raise DataError(
-            f"no valid rows in {src}: all {result.rows_in:,} went to quarantine "
-            f"({result.reasons}); check data.time_col, data.target_col and data.freq"
-        )
+        raise DataError(_no_rows_message(result, str(src), cfg.data))
     assert result.quarantine is not None and result.future is not None
     quarantine = result.quarantine.astype({"reason": "object"})
     store.overwrite(store.ref("silver", QUARANTINE_TABLE), quarantine)

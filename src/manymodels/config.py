@@ -28,7 +28,7 @@ __all__ = [
     "load_config",
 ]
 
-FillPolicy = Literal["zero", "nan", "ffill", "none"]
+FillPolicy = Literal["zero", "nan", "ffill", "none", "missing"]
 DuplicatePolicy = Literal["sum", "mean", "first", "last", "max"]
 
 _FREQ_RE = re.compile(r"^(D|W-(MON|TUE|WED|THU|FRI|SAT|SUN)|W|MS|M|ME|H|h)$")
@@ -43,7 +43,7 @@ class DataConfig:
     target_col: str = "y"
     freq: str = "D"
     regressors: list[str] = field(default_factory=list)
-    fill: FillPolicy = "zero"
+    fill: FillPolicy = "missing"
     duplicates: DuplicatePolicy = "sum"
     date_format: str | None = None
 
