@@ -1,14 +1,19 @@
-"""predict_partition: forecasts land on the right dates for daily, weekly and monthly data."""
+"""predict_partition: forecasts land on the right dates (daily, weekly, monthly, from an origin);
+the score arguments are checked before any Spark work."""
 
 from __future__ import annotations
+
+import importlib
 
 import pandas as pd
 import pytest
 
+from manymodels import cli
 from manymodels.datasets import generate_demand
-from manymodels.errors import ModelError
+from manymodels.errors import ConfigError, ModelError
 from manymodels.partition import fit_partition
-from manymodels.score import predict_partition
+from manymodels.periods import grid_neighbours, on_grid, periods_between
+from manymodels.score import ScoreResult, predict_partition, score
 
 
 @pytest.mark.parametrize(
@@ -56,3 +61,163 @@ def test_altered_model_bytes_are_refused(make_cfg):
     row["model"] = row["model"][:-1] + bytes([row["model"][-1] ^ 1])
     with pytest.raises(ModelError, match="do not match model_sha256"):
         predict_partition(row, pd.DataFrame(), cfg, 7)
+
+
+# --------------------------------------------------------------------------- forecast origin
+
+
+def weekly_model(make_cfg, *extra: str):
+    """A ridge model on 104 weeks (W-SUN) of one key, its config and its history."""
+    frame = generate_demand(1, 1, 104, freq="W-SUN", seed=3, intermittent_share=0.0)
+    cfg = make_cfg(
+        "data.freq=W-SUN",
+        "train.families=[ridge]",
+        "train.horizon=8",
+        "data.regressors=[price, promo]",
+        *extra,
+    )
+    row = fit_partition(frame, cfg).iloc[0]
+    assert row["status"] == "ok", row["error"]
+    return row, cfg, frame["ds"].max()
+
+
+def weeks(start: pd.Timestamp, n: int) -> pd.DatetimeIndex:
+    return pd.date_range(start + pd.Timedelta(weeks=1), periods=n, freq="W-SUN")
+
+
+NO_FUTURE = pd.DataFrame({"ds": pd.Series(dtype="datetime64[ns]")})
+
+
+def test_an_origin_after_the_history_end_is_forecast_through_the_gap(make_cfg):
+    row, cfg, last = weekly_model(make_cfg)
+    origin = last + pd.Timedelta(weeks=10)
+    out = predict_partition(row, NO_FUTURE, cfg, 8, origin=origin)
+    assert list(out["ds"]) == list(weeks(origin, 8))
+    # the same numbers as forecasting 18 weeks from the end and keeping the last 8
+    longer = predict_partition(row, NO_FUTURE, cfg, 18)
+    pd.testing.assert_frame_equal(out, longer.iloc[10:].reset_index(drop=True))
+
+
+def test_an_origin_on_the_history_end_is_the_default(make_cfg):
+    row, cfg, last = weekly_model(make_cfg)
+    pd.testing.assert_frame_equal(
+        predict_partition(row, NO_FUTURE, cfg, 8, origin=str(last.date())),
+        predict_partition(row, NO_FUTURE, cfg, 8),
+    )
+
+
+def test_an_origin_before_the_history_end_keeps_only_the_dates_after_it(make_cfg):
+    row, cfg, last = weekly_model(make_cfg)
+    out = predict_partition(row, NO_FUTURE, cfg, 8, origin=last - pd.Timedelta(weeks=3))
+    assert list(out["ds"]) == list(weeks(last, 5))  # 3 of the 8 wanted weeks are history
+    full = predict_partition(row, NO_FUTURE, cfg, 5)
+    pd.testing.assert_frame_equal(out, full)
+    past = predict_partition(row, NO_FUTURE, cfg, 8, origin=last - pd.Timedelta(weeks=8))
+    assert past.empty and list(past.columns) == ["ds", "yhat", "yhat_lower", "yhat_upper"]
+
+
+def test_regressors_are_matched_by_date_across_the_gap(make_cfg):
+    row, cfg, last = weekly_model(make_cfg)
+    origin = last + pd.Timedelta(weeks=6)
+    gap_and_window = weeks(last, 14)
+    plain = pd.DataFrame({"ds": gap_and_window, "price": 1.0, "promo": 0.0})
+    promo_day = origin + pd.Timedelta(weeks=3)
+    promo = plain.assign(promo=(plain["ds"] == promo_day).astype(float))
+    a = predict_partition(row, plain, cfg, 8, origin=origin).set_index("ds")["yhat"]
+    b = predict_partition(row, promo, cfg, 8, origin=origin).set_index("ds")["yhat"]
+    assert (a[a.index < promo_day] == b[b.index < promo_day]).all()
+    assert b[promo_day] > a[promo_day]
+    # a promotion in the gap (before the origin) moves the window through the recursion only
+    gap = plain.assign(promo=(plain["ds"] == last + pd.Timedelta(weeks=5)).astype(float))
+    c = predict_partition(row, gap, cfg, 8, origin=origin).set_index("ds")["yhat"]
+    assert list(c.index) == list(a.index) and not (c == a).all()
+
+
+def test_staleness_is_counted_in_periods_on_each_grid():
+    stamp = pd.Timestamp
+    assert periods_between(stamp("2023-01-01"), stamp("2024-03-10"), "W-SUN") == 62
+    assert periods_between(stamp("2024-03-10"), stamp("2023-01-01"), "W-SUN") == -62
+    assert periods_between(stamp("2023-01-31"), stamp("2024-02-29"), "M") == 13
+    assert periods_between(stamp("2024-01-01"), stamp("2024-03-01"), "MS") == 2
+    assert periods_between(stamp("2024-01-01"), stamp("2024-01-03"), "D") == 2
+    assert on_grid(stamp("2024-01-07"), "W-SUN") and not on_grid(stamp("2024-01-03"), "W-SUN")
+    assert not on_grid(stamp("2024-01-07 06:00"), "W-SUN")
+    assert on_grid(stamp("2024-02-29"), "M") and not on_grid(stamp("2024-02-28"), "M")
+    assert on_grid(stamp("2024-02-01"), "MS") and not on_grid(stamp("2024-01-03 01:00"), "D")
+    assert grid_neighbours(stamp("2024-01-03"), "W-SUN") == (
+        stamp("2023-12-31"),
+        stamp("2024-01-07"),
+    )
+
+
+score_module = importlib.import_module("manymodels.score")  # the attribute is the function
+
+
+def no_spark(*_args, **_kwargs):
+    raise AssertionError("the error must come before any Spark work")
+
+
+@pytest.mark.parametrize(
+    ("origin", "match"),
+    [
+        (
+            "2024-01-03",
+            r"2024-01-03 \(score --from / origin=\) is not a period of data.freq='W-SUN' "
+            r"\(Wednesday\); pass a period label such as 2023-12-31 or 2024-01-07",
+        ),
+        ("next week", "is not a date"),
+    ],
+)
+def test_an_origin_off_the_grid_is_refused_before_spark(make_cfg, monkeypatch, origin, match):
+    monkeypatch.setattr(score_module, "spark_of", no_spark)
+    cfg = make_cfg("data.freq=W-SUN")
+    with pytest.raises(ConfigError, match=match):
+        score(cfg, origin=origin)
+
+
+@pytest.mark.parametrize("horizon", [0, -3, 2.5])
+def test_a_horizon_below_one_is_refused_not_defaulted(make_cfg, monkeypatch, horizon):
+    monkeypatch.setattr(score_module, "spark_of", no_spark)
+    with pytest.raises(ConfigError, match=r"horizon=.* \(score --horizon\) must be a whole"):
+        score(make_cfg(), horizon=horizon)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_the_cli_refuses_horizon_below_one(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--home", str(tmp_path), "score", "--horizon", value])
+    assert exc.value.code == 2
+    assert "argument --horizon: must be a whole number of periods >= 1" in capsys.readouterr().err
+
+
+def test_the_cli_names_from_for_an_origin_off_the_grid(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(score_module, "spark_of", no_spark)
+    argv = ["--home", str(tmp_path), "score", "--set", "data.freq=W-SUN", "--from", "2024-01-03"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("manymodels score: error: forecast origin 2024-01-03 (score --from")
+
+
+def test_the_summary_reports_stale_keys_and_keys_after_the_origin():
+    result = ScoreResult(
+        run_id="r1",
+        model_version=3,
+        job="batch",
+        horizon=26,
+        rows=52,
+        keys_scored=2,
+        keys_failed=0,
+        keys_without_model=0,
+        seconds=1.0,
+        origin="2024-03-10",
+        keys_stale=1,
+        max_staleness=62,
+        examples_stale=["store=1, item=2 (last 2023-01-01, 62 periods before)"],
+        keys_after_origin=1,
+        examples_after_origin=["store=1, item=3 (last 2024-03-17, 1 periods after)"],
+    )
+    text = result.summary()
+    assert "over the 26 periods after 2024-03-10" in text
+    assert "1 keys end before the origin 2024-03-10 (by up to 62 periods)" in text
+    assert "store=1, item=2 (last 2023-01-01, 62 periods before)" in text
+    assert "1 keys have data after the origin 2024-03-10" in text

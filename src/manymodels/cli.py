@@ -88,7 +88,12 @@ def _score(args: argparse.Namespace) -> int:
     from manymodels.score import score
 
     result = score(
-        _config(args), horizon=args.horizon, alias=args.alias, version=args.version, job=args.job
+        _config(args),
+        horizon=args.horizon,
+        alias=args.alias,
+        version=args.version,
+        job=args.job,
+        origin=args.origin,
     )
     echo(result.summary())
     return 0
@@ -146,6 +151,17 @@ VERBS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
 }
 
 
+def _periods(text: str) -> int:
+    """A whole number of periods, at least 1 (argparse names the flag in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of periods >= 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="manymodels",
@@ -186,7 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--show", type=int, default=20, metavar="N", help="decisions shown by --dry-run"
     )
     sc = parsers["score"]
-    sc.add_argument("--horizon", type=int, default=None, help="periods to forecast per key")
+    sc.add_argument(
+        "--horizon",
+        type=_periods,
+        default=None,
+        help="periods to forecast per key, at least 1 (default: score.horizon)",
+    )
+    sc.add_argument(
+        "--from",
+        dest="origin",
+        default=None,
+        metavar="DATE",
+        help="forecast origin, a period of data.freq: every key is forecast over the horizon "
+        "periods after it (default: each key's last observation)",
+    )
     sc.add_argument("--alias", default=None, help="model alias to score (default: champion)")
     sc.add_argument("--version", type=int, default=None, help="model version to score")
     sc.add_argument("--job", default=None, help="scoring job name that owns the rows")

@@ -1,4 +1,4 @@
-"""Period arithmetic shared by the steps: the pandas offset of data.freq and future dates."""
+"""Period arithmetic shared by the steps: the pandas offset of data.freq and dates on its grid."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import warnings
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-__all__ = ["future_dates", "offset"]
+__all__ = ["future_dates", "grid_neighbours", "offset", "on_grid", "periods_between"]
 
 
 def offset(freq: str) -> pd.offsets.BaseOffset:
@@ -23,3 +23,43 @@ def future_dates(last_ds: pd.Timestamp, freq: str, horizon: int) -> pd.DatetimeI
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return pd.date_range(pd.Timestamp(last_ds) + off, periods=horizon, freq=off)
+
+
+def on_grid(ts: pd.Timestamp, freq: str) -> bool:
+    """Whether ``ts`` is a period label of ``freq``: any midnight for D, a Sunday midnight for
+    W-SUN, the 1st for MS, the month's last day for M, a whole hour for H."""
+    off = offset(freq)
+    ts = pd.Timestamp(ts)
+    if isinstance(off, pd.offsets.Tick):
+        return bool(ts == ts.floor(pd.Timedelta(off)))
+    return bool(ts == ts.normalize() and off.is_on_offset(ts))
+
+
+def grid_neighbours(ts: pd.Timestamp, freq: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The last period label at or before ``ts`` and the first one after that."""
+    off = offset(freq)
+    ts = pd.Timestamp(ts)
+    before = (
+        ts.floor(pd.Timedelta(off))
+        if isinstance(off, pd.offsets.Tick)
+        else off.rollback(ts.normalize())
+    )
+    return pd.Timestamp(before), pd.Timestamp(before + off)
+
+
+def periods_between(start: pd.Timestamp, end: pd.Timestamp, freq: str) -> int:
+    """How many ``freq`` periods ``end`` lies after ``start`` (negative when it lies before);
+    both are expected on the grid (see ``on_grid``)."""
+    off = offset(freq)
+    start, end = pd.Timestamp(start), pd.Timestamp(end)
+    if isinstance(off, pd.offsets.Tick):
+        return int((end - start) // pd.Timedelta(off))
+    if isinstance(off, pd.offsets.Week) and off.n == 1:
+        return int((end.normalize() - start.normalize()).days // 7)
+    if isinstance(off, (pd.offsets.MonthBegin, pd.offsets.MonthEnd)) and off.n == 1:
+        return (end.year - start.year) * 12 + (end.month - start.month)
+    lo, hi = sorted((start, end))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        n = len(pd.date_range(lo, hi, freq=off)) - 1
+    return n if end >= start else -n

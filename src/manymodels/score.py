@@ -1,8 +1,21 @@
 """Score: the champion set (or any version) → gold.predictions and gold.forecast_summary.
 
-For each key of the model set, the next ``horizon`` periods after its last observation are
-forecast (``cogroup`` of the key's model with its future regressor rows, from
-``silver.sales_future`` or the declared defaults). One scoring *job* (``score.job``, default
+Every key of the model set is forecast over the ``horizon`` periods after the forecast
+*origin* (``score --from DATE`` / ``score(cfg, origin=DATE)``), the origin being the last
+"known" period; by default the origin is each key's own last observation (the end of the
+history its model was fitted on). With an origin, every key gets the same dates:
+
+- a key whose history ends *before* the origin is forecast through the gap (its model walks
+  every period from its end) and only the wanted dates are written; it is reported as stale,
+  with how many periods its last observation lies before the origin;
+- a key whose history ends *after* the origin gets only the wanted dates after its last
+  observation (none when it ends past the window): a model forecasts the future of its
+  history, never the history itself. Such keys are reported too (``keys_after_origin``).
+
+The origin must be a period label of ``data.freq`` (a Sunday for W-SUN, the 1st for MS, ...);
+anything else is a ConfigError before any Spark work. Known future regressors are read from
+``silver.sales_future`` by date (or the declared defaults), through a ``cogroup`` of each key's
+model with its rows (``manymodels.score_udf``). One scoring *job* (``score.job``, default
 ``batch``) owns its rows: a re-run replaces them in one transaction, so two identical runs leave
 the same rows and a run killed midway leaves the table as it was. A key whose model fails is
 recorded in ``gold.score_failures`` and counted against ``score.max_failed_fraction``.
@@ -12,23 +25,33 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from manymodels.config import Config
 from manymodels.errors import ConfigError, ModelError, ThresholdError
-from manymodels.periods import future_dates
+from manymodels.periods import grid_neighbours, on_grid
+from manymodels.score_udf import (
+    BEHIND,
+    ERROR,
+    LAST_DS,
+    future_frame,
+    models_frame,
+    output_schema,
+    predict_partition,
+    score_udf,
+)
 from manymodels.spark import spark_of
 from manymodels.tables import TableStore, open_store
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
     from pyspark.sql import SparkSession
-    from pyspark.sql.types import StructType
+
+    from manymodels.registry import JobRun
 
 __all__ = ["PREDICTIONS_TABLE", "ScoreResult", "predict_partition", "score"]
 
@@ -37,16 +60,15 @@ log = logging.getLogger(__name__)
 PREDICTIONS_TABLE = "predictions"
 SUMMARY_TABLE = "forecast_summary"
 FAILURES_TABLE = "score_failures"
-LEDGER_TABLE = "model_ledger"
-FUTURE_TABLE = "sales_future"
 SILVER_TABLE = "sales"
-_OUT = ("ds", "yhat", "yhat_lower", "yhat_upper")
 _CALL = "_mm_call"
+#: Rows of the stale-key tables logged to the scoring run (the largest staleness first).
+_TABLE_ROWS = 10_000
 
 
 @dataclass
 class ScoreResult:
-    """What a scoring run wrote: rows, keys scored and failed, keys with no model."""
+    """What a scoring run wrote: rows, keys scored and failed, keys with no model, staleness."""
 
     run_id: str
     model_version: int
@@ -58,13 +80,32 @@ class ScoreResult:
     keys_without_model: int
     seconds: float
     examples_without_model: list[str] = field(default_factory=list)
+    origin: str | None = None
+    keys_stale: int = 0
+    max_staleness: int = 0
+    examples_stale: list[str] = field(default_factory=list)
+    keys_after_origin: int = 0
+    examples_after_origin: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        after = f"after {self.origin}" if self.origin else "after each key's last observation"
         lines = [
             f"scoring run {self.run_id} (job {self.job!r}, model version {self.model_version}): "
-            f"{self.rows:,} predictions for {self.keys_scored:,} keys over {self.horizon} "
-            f"periods, {self.keys_failed:,} keys failed, {self.seconds:.1f} s",
+            f"{self.rows:,} predictions for {self.keys_scored:,} keys over the {self.horizon} "
+            f"periods {after}, {self.keys_failed:,} keys failed, {self.seconds:.1f} s",
         ]
+        if self.keys_stale:
+            lines.append(
+                f"{self.keys_stale:,} keys end before the origin {self.origin} (by up to "
+                f"{self.max_staleness:,} periods) and were forecast through the gap "
+                f"(e.g. {'; '.join(self.examples_stale)})"
+            )
+        if self.keys_after_origin:
+            lines.append(
+                f"{self.keys_after_origin:,} keys have data after the origin {self.origin}: only "
+                "the dates after their last observation were written "
+                f"(e.g. {'; '.join(self.examples_after_origin)})"
+            )
         if self.keys_without_model:
             lines.append(
                 f"{self.keys_without_model:,} keys in silver.sales have no model in this "
@@ -73,125 +114,46 @@ class ScoreResult:
         return "\n".join(lines)
 
 
-def predict_partition(
-    model_row: Mapping[str, Any], future: pd.DataFrame, cfg: Config, horizon: int
-) -> pd.DataFrame:
-    """Pure pandas: one key's model row and its future regressor rows → its forecast frame.
-
-    The model bytes are checked against ``model_sha256`` before they are deserialized.
-    """
-    from manymodels.models import loads
-
-    model = loads(model_row["model"], model_row["model_sha256"])
-    dates = future_dates(model.last_ds, model.spec.freq, horizon)
-    frame = pd.DataFrame({"ds": dates})
-    regs = [r for r in cfg.data.regressors if r in future.columns]
-    if regs and len(future):
-        known = future[["ds", *regs]].copy()
-        known["ds"] = pd.to_datetime(known["ds"])
-        frame = frame.merge(known.drop_duplicates("ds", keep="last"), on="ds", how="left")
-    return model.predict(frame)[list(_OUT)]
+def _check_horizon(horizon: int | None, cfg: Config) -> int:
+    """The horizon to score (``None``: score.horizon); ConfigError unless a whole number >= 1."""
+    if horizon is None:
+        return cfg.score.horizon
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+        raise ConfigError(
+            f"horizon={horizon!r} (score --horizon) must be a whole number of periods, at "
+            "least 1; leave it out for score.horizon"
+        )
+    return horizon
 
 
-def _output_schema(key_fields: list[Any]) -> StructType:
-    from pyspark.sql import types as T
-
-    return T.StructType(
-        [
-            *key_fields,
-            T.StructField("ds", T.DateType(), True),
-            T.StructField("yhat", T.DoubleType(), True),
-            T.StructField("yhat_lower", T.DoubleType(), True),
-            T.StructField("yhat_upper", T.DoubleType(), True),
-            T.StructField("model_run_id", T.StringType(), True),
-            T.StructField("model_version", T.LongType(), True),
-            T.StructField("scored_at", T.TimestampType(), True),
-            T.StructField("scoring_run_id", T.StringType(), True),
-            T.StructField("scoring_job", T.StringType(), True),
-            T.StructField("_error", T.StringType(), True),
-        ]
-    )
-
-
-def _score_udf(
-    cfg: Config,
-    horizon: int,
-    version: int,
-    run_id: str,
-    job: str,
-    scored_at: datetime,
-    columns: list[str],
-) -> Any:
-    """The cogroup function: the models of one call group and their keys' future rows."""
-    keys = list(cfg.data.keys)
-
-    def score_key(row: Mapping[str, Any], future: pd.DataFrame) -> pd.DataFrame:
-        try:
-            out = predict_partition(row, future, cfg, horizon)
-            out["ds"] = pd.to_datetime(out["ds"]).dt.date
-            out["_error"] = None
-        except Exception as exc:  # one key's failure is recorded, never raised
-            out = pd.DataFrame(
-                {
-                    "ds": [None],
-                    "yhat": [float("nan")],
-                    "yhat_lower": [float("nan")],
-                    "yhat_upper": [float("nan")],
-                    "_error": [f"{type(exc).__name__}: {exc}"[:2000]],
-                }
-            )
-        for k in keys:
-            out[k] = row[k]
-        out["model_run_id"] = row["run_id"]
-        return out
-
-    def score_group(models, future):  # type: ignore[no-untyped-def]  # Spark reads hints
-        if models.empty:  # future rows of keys the set has no model for
-            return pd.DataFrame(columns=columns)
-        by_key = {
-            (k if isinstance(k, tuple) else (k,)): part
-            for k, part in future.groupby(keys, sort=False, dropna=False)
-        }
-        none = future.iloc[:0]
-        parts = [
-            score_key(row, by_key.get(tuple(row[k] for k in keys), none))
-            for row in models.to_dict("records")
-        ]
-        out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-        out["model_version"] = version
-        out["scored_at"] = scored_at
-        out["scoring_run_id"] = run_id
-        out["scoring_job"] = job
-        return out[columns]
-
-    return score_group
+def _check_origin(origin: Any, freq: str) -> pd.Timestamp | None:
+    """The forecast origin as a Timestamp on the ``freq`` grid; ConfigError saying what to pass."""
+    if origin is None:
+        return None
+    try:
+        ts = pd.Timestamp(origin)
+        ok = not pd.isna(ts)
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise ConfigError(
+            f"forecast origin {origin!r} (score --from / origin=) is not a date; pass the last "
+            "known period, e.g. 2024-01-07"
+        )
+    if ts.tzinfo is not None:
+        ts = ts.tz_localize(None)
+    if not on_grid(ts, freq):
+        before, after = (_label(t) for t in grid_neighbours(ts, freq))
+        raise ConfigError(
+            f"forecast origin {_label(ts)} (score --from / origin=) is not a period of "
+            f"data.freq={freq!r} ({ts.day_name()}); pass a period label such as {before} or "
+            f"{after}"
+        )
+    return ts
 
 
-def _models_df(
-    spark: SparkSession,
-    store: TableStore,
-    cfg: Config,
-    manifest: pd.DataFrame,
-    silver_keys: Any,
-) -> SparkDataFrame:
-    """The set's keys with their model bytes, joined from the ledger on the executors."""
-    from pyspark.sql import functions as F
-
-    keys = list(cfg.data.keys)
-    key_types = {f.name: f.dataType for f in silver_keys.schema.fields}
-    man = spark.createDataFrame(manifest[[*keys, "run_id", "model_sha256"]])
-    for k in keys:
-        if k in key_types:
-            man = man.withColumn(k, F.col(k).cast(key_types[k]))
-    ledger = (
-        store.read_spark(spark, store.ref("gold", LEDGER_TABLE))
-        # the set's runs only: Parquet statistics skip the files of every other run
-        .where(F.col("origin_run_id").isin(sorted(set(manifest["run_id"].astype(str)))))
-        .where(F.col("status") == "ok")
-        .select(*keys, F.col("origin_run_id").alias("run_id"), "model_sha256", "model")
-        .dropDuplicates([*keys, "run_id", "model_sha256"])
-    )
-    return man.join(ledger, [*keys, "run_id", "model_sha256"], "left")
+def _label(ts: pd.Timestamp) -> str:
+    return str(ts.date()) if ts == ts.normalize() else str(ts)
 
 
 def score(
@@ -203,16 +165,18 @@ def score(
     version: int | None = None,
     job: str | None = None,
     store: TableStore | None = None,
+    origin: str | date | datetime | pd.Timestamp | None = None,
 ) -> ScoreResult:
-    """Forecast every key of the champion set (or ``alias``/``version``) into gold.predictions."""
+    """Forecast every key of the champion set (or ``alias``/``version``) into gold.predictions:
+    the ``horizon`` periods after ``origin`` (default: each key's last observation)."""
+    horizon = _check_horizon(horizon, cfg)
+    at = _check_origin(origin, cfg.data.freq)
+
     from pyspark.sql import functions as F
 
     from manymodels import registry
     from manymodels.train import _no_coalescing
 
-    horizon = horizon or cfg.score.horizon
-    if horizon < 1:
-        raise ConfigError(f"--horizon must be at least 1, got {horizon}")
     job = job or cfg.score.job
     spark = spark_of(spark=spark)
     store = store or open_store(cfg, spark)
@@ -224,19 +188,20 @@ def score(
     store.require(silver_ref, "run `manymodels clean` first")
     silver_keys = store.read_spark(spark, silver_ref).select(*keys).distinct()
     tags = {"manymodels.model_version": str(model_set.version), "manymodels.job": job}
-    with registry.job_run(cfg, "score", tags=tags, params={"horizon": horizon}) as run:
+    params = {"horizon": horizon, "origin": _label(at) if at is not None else "last observation"}
+    with registry.job_run(cfg, "score", tags=tags, params=params) as run:
         scored_at = datetime.now(timezone.utc)
-        models = _models_df(spark, store, cfg, manifest, silver_keys)
+        models = models_frame(spark, store, cfg, manifest, silver_keys)
         missing = models.where(F.col("model").isNull()).count()
         if missing:
             raise ModelError(
                 f"{missing:,} models of version {model_set.version} are not in "
                 "gold.model_ledger (was it rewritten?); retrain and promote again"
             )
-        future = _future(spark, store, cfg, models.select(*keys))
-        schema = _output_schema([f for f in silver_keys.schema.fields])
-        fn = _score_udf(
-            cfg, horizon, model_set.version, run.run_id, job, scored_at, schema.fieldNames()
+        future = future_frame(spark, store, cfg, models.select(*keys))
+        schema = output_schema([f for f in silver_keys.schema.fields])
+        fn = score_udf(
+            cfg, horizon, at, model_set.version, run.run_id, job, scored_at, schema.fieldNames()
         )
         n_tasks = max(1, min(len(manifest), 2 * spark.sparkContext.defaultParallelism))
         # Keys go to Python a few dozen per call: Spark's fixed cost per group is paid once
@@ -252,13 +217,13 @@ def score(
         )
         with _no_coalescing(spark):
             out = out.localCheckpoint(eager=True)
-        failures = out.where(F.col("_error").isNotNull()).select(
+        failures = out.where(F.col(ERROR).isNotNull()).select(
             *keys,
             "model_run_id",
             "model_version",
             "scoring_run_id",
             "scoring_job",
-            F.col("_error").alias("error"),
+            F.col(ERROR).alias("error"),
             "scored_at",
         )
         n_failed = failures.count()
@@ -286,7 +251,10 @@ def score(
                 f"{top['error'] if top else '?'}. gold.predictions was left as it was; see "
                 "gold.score_failures"
             )
-        preds = out.where(F.col("_error").isNull()).drop("_error")
+        ok = out.where(F.col(ERROR).isNull())
+        # ds is null for a key whose history ends past the wanted window: reported, not written
+        preds = ok.where(F.col("ds").isNotNull()).drop(ERROR, LAST_DS, BEHIND)
+        stale = _staleness(ok, keys, at, run) if at is not None else {}
         store.replace_where(store.ref("gold", PREDICTIONS_TABLE), preds, {"scoring_job": job})
         rows = preds.count()
         _write_summary(spark, store, cfg, preds, job)
@@ -301,6 +269,8 @@ def score(
             keys_without_model=n_no_model,
             seconds=time.perf_counter() - started,
             examples_without_model=examples,
+            origin=_label(at) if at is not None else None,
+            **stale,
         )
         run.log_metrics(
             {
@@ -309,29 +279,74 @@ def score(
                 "keys_failed": n_failed,
                 "keys_without_model": n_no_model,
                 "seconds": result.seconds,
+                "keys_stale": result.keys_stale if at is not None else None,
+                "max_staleness_periods": result.max_staleness if at is not None else None,
+                "keys_after_origin": result.keys_after_origin if at is not None else None,
             }
         )
     log.debug(result.summary())
     return result
 
 
-def _future(
-    spark: SparkSession, store: TableStore, cfg: Config, model_keys: SparkDataFrame
-) -> SparkDataFrame:
-    """Known future regressor rows per key (empty when there are none)."""
-    keys, regs = list(cfg.data.keys), list(cfg.data.regressors)
-    ref = store.ref("silver", FUTURE_TABLE)
-    cols = [*keys, "ds", *regs]
-    if regs and store.exists(ref) and all(c in store.schema(ref).names for c in cols):
-        return store.read_spark(spark, ref).select(*cols)
-    from pyspark.sql import types as T
+def _staleness(
+    ok: SparkDataFrame, keys: list[str], origin: pd.Timestamp, run: JobRun
+) -> dict[str, Any]:
+    """Per key, how many periods its last observation lies before the origin: the counts and
+    examples for ScoreResult, a warning, and tables of the stale keys in the scoring run."""
+    from pyspark.sql import functions as F
 
-    # Built from a schema, not from model_keys: a frame derived from the cogroup's other side
-    # makes Spark see an ambiguous self-join.
-    fields = [f for f in model_keys.schema.fields if f.name in keys]
-    fields.append(T.StructField("ds", T.DateType(), True))
-    fields += [T.StructField(r, T.DoubleType(), True) for r in regs]
-    return spark.createDataFrame([], T.StructType(fields))
+    per_key = ok.select(*keys, LAST_DS, BEHIND).dropDuplicates(keys)
+    counts = per_key.agg(
+        F.count(F.when(F.col(BEHIND) > 0, 1)).alias("stale"),
+        F.coalesce(F.max(BEHIND), F.lit(0)).alias("max"),
+        F.count(F.when(F.col(BEHIND) < 0, 1)).alias("after"),
+    ).collect()[0]
+    n_stale, n_after = int(counts["stale"]), int(counts["after"])
+    found: dict[str, list[str]] = {}
+    for name, n, cond, order in (
+        ("stale_keys", n_stale, F.col(BEHIND) > 0, F.col(BEHIND).desc()),
+        ("keys_after_origin", n_after, F.col(BEHIND) < 0, F.col(BEHIND).asc()),
+    ):
+        if not n:
+            found[name] = []
+            continue
+        table = (
+            per_key.where(cond)
+            .orderBy(order, *keys)
+            .limit(_TABLE_ROWS)
+            .select(*keys, F.col(LAST_DS).alias("last_ds"), F.col(BEHIND).alias("periods_behind"))
+            .toPandas()
+        )
+        run.log_table(table, name)
+        found[name] = [
+            ", ".join(f"{k}={r[k]}" for k in keys)
+            + f" (last {r['last_ds']}, {abs(int(r['periods_behind']))} periods "
+            + ("before)" if r["periods_behind"] > 0 else "after)")
+            for r in table.head(3).to_dict("records")
+        ]
+    origin_text = _label(origin)
+    if n_stale:
+        log.warning(
+            "%s keys end before the origin %s, by up to %s periods (e.g. %s)",
+            f"{n_stale:,}",
+            origin_text,
+            counts["max"],
+            "; ".join(found["stale_keys"]),
+        )
+    if n_after:
+        log.warning(
+            "%s keys have data after the origin %s; only later dates were written (e.g. %s)",
+            f"{n_after:,}",
+            origin_text,
+            "; ".join(found["keys_after_origin"]),
+        )
+    return {
+        "keys_stale": n_stale,
+        "max_staleness": max(0, int(counts["max"])),
+        "examples_stale": found["stale_keys"],
+        "keys_after_origin": n_after,
+        "examples_after_origin": found["keys_after_origin"],
+    }
 
 
 def _write_summary(

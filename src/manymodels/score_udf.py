@@ -1,0 +1,226 @@
+"""The scoring cogroup: its two inputs (each key's model bytes, its future regressor rows),
+one key's forecast over the wanted window, and the function that runs it for the keys of one
+Spark call group. ``manymodels.score`` is the step that wires them to the tables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from manymodels.config import Config
+from manymodels.periods import future_dates, periods_between
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame as SparkDataFrame
+    from pyspark.sql import SparkSession
+    from pyspark.sql.types import StructType
+
+    from manymodels.models import Forecaster
+    from manymodels.tables import TableStore
+
+__all__ = [
+    "forecast_window",
+    "future_frame",
+    "models_frame",
+    "output_schema",
+    "predict_partition",
+    "score_udf",
+]
+
+LEDGER_TABLE = "model_ledger"
+FUTURE_TABLE = "sales_future"
+
+_OUT = ("ds", "yhat", "yhat_lower", "yhat_upper")
+#: Internal columns of the UDF output, dropped before gold.predictions is written.
+LAST_DS, BEHIND, ERROR = "_last_ds", "_behind", "_error"
+
+
+def forecast_window(
+    model: Forecaster,
+    future: pd.DataFrame,
+    cfg: Config,
+    horizon: int,
+    origin: pd.Timestamp | None = None,
+) -> tuple[pd.DataFrame, int]:
+    """The forecast of the ``horizon`` periods after ``origin`` (default: the model's history
+    end) and how many periods the history ends before the origin (negative: after it).
+
+    A history that ends before the origin is forecast through the gap (regressors of the gap's
+    dates come from ``future`` too); only the wanted dates are returned. A history that ends
+    after the origin yields only the wanted dates after its end (none if it ends past the
+    window): a model forecasts the future of its history, never the history itself.
+    """
+    freq, last = model.spec.freq, model.last_ds
+    start = last if origin is None else pd.Timestamp(origin)
+    behind = periods_between(last, start, freq)
+    wanted = future_dates(start, freq, horizon)
+    if wanted[-1] <= last:
+        empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in _OUT})
+        empty["ds"] = pd.Series(dtype="datetime64[ns]")
+        return empty, behind
+    # from the history end through the window's end: recursive models walk every period
+    frame = pd.DataFrame({"ds": future_dates(last, freq, periods_between(last, wanted[-1], freq))})
+    regs = [r for r in cfg.data.regressors if r in future.columns]
+    if regs and len(future):
+        known = future[["ds", *regs]].copy()
+        known["ds"] = pd.to_datetime(known["ds"])
+        frame = frame.merge(known.drop_duplicates("ds", keep="last"), on="ds", how="left")
+    out = model.predict(frame)[list(_OUT)]
+    return out[out["ds"].isin(wanted)].reset_index(drop=True), behind
+
+
+def predict_partition(
+    model_row: Mapping[str, Any],
+    future: pd.DataFrame,
+    cfg: Config,
+    horizon: int,
+    *,
+    origin: pd.Timestamp | str | None = None,
+) -> pd.DataFrame:
+    """Pure pandas: one key's model row and its future regressor rows → its forecast frame
+    (ds, yhat, yhat_lower, yhat_upper) for the ``horizon`` periods after ``origin`` (default:
+    the key's last observation). See ``forecast_window`` for keys that end before or after it.
+
+    The model bytes are checked against ``model_sha256`` before they are deserialized.
+    """
+    from manymodels.models import loads
+
+    model = loads(model_row["model"], model_row["model_sha256"])
+    at = None if origin is None else pd.Timestamp(origin)
+    return forecast_window(model, future, cfg, horizon, at)[0]
+
+
+def output_schema(key_fields: list[Any]) -> StructType:
+    """gold.predictions' columns plus the internal ones (error, history end, periods behind)."""
+    from pyspark.sql import types as T
+
+    return T.StructType(
+        [
+            *key_fields,
+            T.StructField("ds", T.DateType(), True),
+            T.StructField("yhat", T.DoubleType(), True),
+            T.StructField("yhat_lower", T.DoubleType(), True),
+            T.StructField("yhat_upper", T.DoubleType(), True),
+            T.StructField("model_run_id", T.StringType(), True),
+            T.StructField("model_version", T.LongType(), True),
+            T.StructField("scored_at", T.TimestampType(), True),
+            T.StructField("scoring_run_id", T.StringType(), True),
+            T.StructField("scoring_job", T.StringType(), True),
+            T.StructField(ERROR, T.StringType(), True),
+            T.StructField(LAST_DS, T.DateType(), True),
+            T.StructField(BEHIND, T.LongType(), True),
+        ]
+    )
+
+
+def score_udf(
+    cfg: Config,
+    horizon: int,
+    origin: pd.Timestamp | None,
+    version: int,
+    run_id: str,
+    job: str,
+    scored_at: datetime,
+    columns: list[str],
+) -> Any:
+    """The cogroup function: the models of one call group and their keys' future rows.
+
+    Each key yields its forecast rows, or one row with ``ds`` null when none of the wanted
+    dates lies after its history end, or one row with the error; every row carries the key's
+    history end and periods behind the origin for the staleness report.
+    """
+    from manymodels.models import loads
+
+    keys = list(cfg.data.keys)
+
+    def score_key(row: Mapping[str, Any], future: pd.DataFrame) -> pd.DataFrame:
+        try:
+            model = loads(row["model"], row["model_sha256"])
+            out, behind = forecast_window(model, future, cfg, horizon, origin)
+            if out.empty:  # ends past the wanted window: nothing to write, still reported
+                out = pd.DataFrame({c: [None if c == "ds" else float("nan")] for c in _OUT})
+            else:
+                out["ds"] = pd.to_datetime(out["ds"]).dt.date
+            out[ERROR] = None
+            out[LAST_DS] = model.last_ds.date()
+            out[BEHIND] = behind
+        except Exception as exc:  # one key's failure is recorded, never raised
+            out = pd.DataFrame({c: [None if c == "ds" else float("nan")] for c in _OUT})
+            out[ERROR] = f"{type(exc).__name__}: {exc}"[:2000]
+            out[LAST_DS] = None
+            out[BEHIND] = None
+        for k in keys:
+            out[k] = row[k]
+        out["model_run_id"] = row["run_id"]
+        return out
+
+    def score_group(models, future):  # type: ignore[no-untyped-def]  # Spark reads hints
+        if models.empty:  # future rows of keys the set has no model for
+            return pd.DataFrame(columns=columns)
+        by_key = {
+            (k if isinstance(k, tuple) else (k,)): part
+            for k, part in future.groupby(keys, sort=False, dropna=False)
+        }
+        none = future.iloc[:0]
+        parts = [
+            score_key(row, by_key.get(tuple(row[k] for k in keys), none))
+            for row in models.to_dict("records")
+        ]
+        out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        out[BEHIND] = out[BEHIND].astype("Int64")
+        out["model_version"] = version
+        out["scored_at"] = scored_at
+        out["scoring_run_id"] = run_id
+        out["scoring_job"] = job
+        return out[columns]
+
+    return score_group
+
+
+def models_frame(
+    spark: SparkSession,
+    store: TableStore,
+    cfg: Config,
+    manifest: pd.DataFrame,
+    silver_keys: Any,
+) -> SparkDataFrame:
+    """The set's keys with their model bytes, joined from the ledger on the executors."""
+    from pyspark.sql import functions as F
+
+    keys = list(cfg.data.keys)
+    key_types = {f.name: f.dataType for f in silver_keys.schema.fields}
+    man = spark.createDataFrame(manifest[[*keys, "run_id", "model_sha256"]])
+    for k in keys:
+        if k in key_types:
+            man = man.withColumn(k, F.col(k).cast(key_types[k]))
+    ledger = (
+        store.read_spark(spark, store.ref("gold", LEDGER_TABLE))
+        # the set's runs only: Parquet statistics skip the files of every other run
+        .where(F.col("origin_run_id").isin(sorted(set(manifest["run_id"].astype(str)))))
+        .where(F.col("status") == "ok")
+        .select(*keys, F.col("origin_run_id").alias("run_id"), "model_sha256", "model")
+        .dropDuplicates([*keys, "run_id", "model_sha256"])
+    )
+    return man.join(ledger, [*keys, "run_id", "model_sha256"], "left")
+
+
+def future_frame(
+    spark: SparkSession, store: TableStore, cfg: Config, model_keys: SparkDataFrame
+) -> SparkDataFrame:
+    """Known future regressor rows per key (empty when there are none)."""
+    keys, regs = list(cfg.data.keys), list(cfg.data.regressors)
+    ref = store.ref("silver", FUTURE_TABLE)
+    cols = [*keys, "ds", *regs]
+    if regs and store.exists(ref) and all(c in store.schema(ref).names for c in cols):
+        return store.read_spark(spark, ref).select(*cols)
+    from pyspark.sql import types as T
+
+    # Built from a schema, not from model_keys: a frame derived from the cogroup's other side
+    # makes Spark see an ambiguous self-join.
+    fields = [f for f in model_keys.schema.fields if f.name in keys]
+    fields.append(T.StructField("ds", T.DateType(), True))
+    fields += [T.StructField(r, T.DoubleType(), True) for r in regs]
+    return spark.createDataFrame([], T.StructType(fields))
