@@ -1,6 +1,12 @@
 """Forecasting model families behind one interface, their registry and their bytes."""
 
-from manymodels.models import baselines, prophet, sklearn  # noqa: F401  (registers the families)
+from manymodels.models import (  # noqa: F401  (registers the families)
+    baselines,
+    intermittent,
+    prophet,
+    sklearn,
+    stats,
+)
 from manymodels.models.base import (
     FAMILIES,
     Forecaster,
