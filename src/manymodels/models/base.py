@@ -19,6 +19,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from manymodels.errors import ConfigError, DataError, ModelError
+from manymodels.models.transforms import TRANSFORMS, Transform, choose_transform
 from manymodels.periods import offset
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ __all__ = [
     "FORMAT_VERSION",
     "ForecastSpec",
     "Forecaster",
+    "RegressorOption",
     "dumps",
     "get_family",
     "loads",
@@ -70,9 +72,69 @@ def freq_kind(freq: str) -> str:
     return kind
 
 
+_REGRESSOR_TRANSFORMS = ("none", "log", "log1p")
+
+
+@dataclass(frozen=True)
+class RegressorOption:
+    """How the families use one regressor.
+
+    ``future``: its values are known ahead (price, promotion, holiday flags) and each family
+    uses the value at t; otherwise only its past values (``lags``) are used and its future is
+    held at the last observed value. ``transform``: ``log`` (e.g. of a price; values must be
+    > 0) or ``log1p`` before any family sees it. ``lags``/``leads``: extra features of the
+    lag-based families, the regressor k periods before (e.g. the week after a promotion) or
+    after (the week before one; future regressors only) period t.
+    """
+
+    future: bool = True
+    transform: str = "none"
+    lags: tuple[int, ...] = ()
+    leads: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.transform not in _REGRESSOR_TRANSFORMS:
+            raise ConfigError(
+                f"regressor transform {self.transform!r} is unknown; use one of "
+                f"{', '.join(_REGRESSOR_TRANSFORMS)}"
+            )
+        for name in ("lags", "leads"):
+            values = tuple(getattr(self, name))
+            if any(isinstance(v, bool) or int(v) != v or v < 1 for v in values):
+                raise ConfigError(f"regressor {name} must be positive integers, not {values}")
+            object.__setattr__(self, name, tuple(sorted({int(v) for v in values})))
+        if self.leads and not self.future:
+            raise ConfigError(
+                "regressor leads need values known in the future; set future: true or drop leads"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "future": self.future,
+            "transform": self.transform,
+            "lags": list(self.lags),
+            "leads": list(self.leads),
+        }
+
+    def apply(self, values: FloatArray, name: str) -> FloatArray:
+        """The regressor's values after its transform."""
+        if self.transform == "none":
+            return values
+        if self.transform == "log":
+            bad = np.isfinite(values) & (values <= 0)
+            if bad.any():
+                raise DataError(
+                    f"regressor {name} has {int(bad.sum())} values <= 0, which its log "
+                    "transform cannot take; use transform log1p or none"
+                )
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.asarray(np.log(values), dtype="float64")
+        return np.asarray(np.log1p(np.maximum(values, 0.0)), dtype="float64")
+
+
 @dataclass(frozen=True)
 class ForecastSpec:
-    """What is forecast: frequency, season length, regressors and the interval width."""
+    """What is forecast: frequency, season length, regressors, transform and interval width."""
 
     freq: str
     season_length: int
@@ -80,6 +142,8 @@ class ForecastSpec:
     interval_width: float = 0.8
     holidays_country: str | None = None
     regressor_defaults: Mapping[str, float] = field(default_factory=dict)
+    transform: str = "none"
+    regressor_options: Mapping[str, RegressorOption] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         freq_kind(self.freq)
@@ -101,6 +165,30 @@ class ForecastSpec:
             )
         defaults = {str(k): float(v) for k, v in self.regressor_defaults.items()}
         object.__setattr__(self, "regressor_defaults", defaults)  # a copy; plain dict pickles
+        if self.transform not in TRANSFORMS:
+            raise ConfigError(
+                f"train.transform {self.transform!r} is unknown; use one of {', '.join(TRANSFORMS)}"
+            )
+        unknown = sorted(set(self.regressor_options) - set(regs))
+        if unknown:
+            raise ConfigError(
+                f"data.regressor_options name {unknown}, which are not regressors {list(regs)}"
+            )
+        options = {
+            name: (
+                opt
+                if isinstance(opt, RegressorOption)
+                else RegressorOption(
+                    **{
+                        **opt,
+                        "lags": tuple(opt.get("lags", ())),
+                        "leads": tuple(opt.get("leads", ())),
+                    }
+                )
+            )
+            for name, opt in self.regressor_options.items()
+        }
+        object.__setattr__(self, "regressor_options", options)
 
     def __hash__(self) -> int:
         return hash(
@@ -111,8 +199,19 @@ class ForecastSpec:
                 self.interval_width,
                 self.holidays_country,
                 tuple(sorted(self.regressor_defaults.items())),
+                self.transform,
+                tuple(sorted((k, v) for k, v in self.regressor_options.items())),
             )
         )
+
+    def option(self, name: str) -> RegressorOption:
+        """The options of regressor ``name`` (known in the future, no transform by default)."""
+        return self.regressor_options.get(name) or _DEFAULT_OPTION
+
+    @property
+    def future_regressors(self) -> tuple[str, ...]:
+        """The regressors whose future values are known (used at time t)."""
+        return tuple(r for r in self.regressors if self.option(r).future)
 
     @property
     def kind(self) -> str:
@@ -138,11 +237,16 @@ class ForecastSpec:
             "interval_width": self.interval_width,
             "holidays_country": self.holidays_country,
             "regressor_defaults": dict(self.regressor_defaults),
+            "transform": self.transform,
+            "regressor_options": {k: v.to_dict() for k, v in self.regressor_options.items()},
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ForecastSpec:
         return cls(**{**data, "regressors": tuple(data.get("regressors", ()))})
+
+
+_DEFAULT_OPTION = RegressorOption()
 
 
 def _plain(value: Any) -> Any:
@@ -159,11 +263,19 @@ class Forecaster(ABC):
     when given, else the regressor's last observed value in the history; NaNs inside the history
     are filled the same way (default, else the previous observed value). History rows missing
     from the regular ``freq`` grid are added with ``y = NaN``; how NaN targets are handled is
-    the family's choice (documented on each family).
+    the family's choice (documented on each family). A regressor's ``transform`` (e.g. log of
+    a price) is applied before the family sees it.
+
+    Target transform: ``spec.transform`` is fitted per key on the observed targets (see
+    ``models/transforms.py``) and applied to y before ``_fit`` when the family is
+    ``transformable``; ``predict`` inverts the point forecast and both bounds. A model fitted
+    on non-negative targets never forecasts (or bounds) below zero.
     """
 
     family: ClassVar[str]
     requires_nonnegative: ClassVar[bool] = False
+    #: Whether ``spec.transform`` applies (False for families that model zeros themselves).
+    transformable: ClassVar[bool] = True
 
     def __init__(self, spec: ForecastSpec, params: Mapping[str, Any] | None = None) -> None:
         self.spec = spec
@@ -180,6 +292,8 @@ class Forecaster(ABC):
         self._last_ds: pd.Timestamp | None = None
         self.n_obs = 0
         self._reg_fill: dict[str, float] = {}
+        self._transform = Transform()
+        self._nonneg = False
 
     # ----------------------------------------------------------------- family hooks
 
@@ -250,6 +364,11 @@ class Forecaster(ABC):
             )
         self._last_ds = pd.Timestamp(frame["ds"].iloc[-1])
         self.n_obs = int(observed.size)
+        self._nonneg = bool((observed >= 0).all())
+        kind = self.spec.transform if self.transformable else "none"
+        self._transform = choose_transform(kind, y, self.spec.season_length)
+        if self._transform.kind != "none":
+            frame["y"] = self._transform.forward(y)
         try:
             self._fit(frame)
         except BaseException:
@@ -266,8 +385,9 @@ class Forecaster(ABC):
         frame = pd.DataFrame({"ds": ds.to_numpy()})
         for name in self.spec.regressors:
             fill = self._reg_fill[name]
-            if name in future.columns:
-                values = pd.to_numeric(future[name], errors="coerce").to_numpy(dtype="float64")
+            option = self.spec.option(name)
+            if name in future.columns and option.future:  # others: held at their last value
+                values = option.apply(_numeric(future[name]), name)
                 frame[name] = np.where(np.isnan(values), fill, values)
             else:
                 frame[name] = fill
@@ -283,9 +403,12 @@ class Forecaster(ABC):
         yhat, lower, upper = self._predict(sorted_frame, steps[order])
         inverse = np.empty_like(order)
         inverse[order] = np.arange(order.size)
-        yhat = np.asarray(yhat, dtype="float64")[inverse]
-        lower = np.minimum(np.asarray(lower, dtype="float64")[inverse], yhat)
-        upper = np.maximum(np.asarray(upper, dtype="float64")[inverse], yhat)
+        tf = self._transform
+        yhat = tf.inverse(np.asarray(yhat, dtype="float64")[inverse])
+        lower = np.minimum(tf.inverse(np.asarray(lower, dtype="float64")[inverse]), yhat)
+        upper = np.maximum(tf.inverse(np.asarray(upper, dtype="float64")[inverse]), yhat)
+        if self._nonneg:
+            yhat, lower, upper = (np.maximum(a, 0.0) for a in (yhat, lower, upper))
         return pd.DataFrame(
             {"ds": ds.to_numpy(), "yhat": yhat, "yhat_lower": lower, "yhat_upper": upper},
             index=future.index,
@@ -328,8 +451,7 @@ class Forecaster(ABC):
             raise DataError("history y holds infinite values; replace them with NaN or a number")
         frame = pd.DataFrame({"ds": ds.to_numpy(), "y": y})
         for name in self.spec.regressors:
-            values = pd.to_numeric(history[name], errors="coerce")
-            frame[name] = values.to_numpy(dtype="float64")
+            frame[name] = self.spec.option(name).apply(_numeric(history[name]), name)
         if not frame["ds"].is_monotonic_increasing:
             frame = frame.sort_values("ds", kind="stable").reset_index(drop=True)
         if frame["ds"].duplicated().any():
@@ -350,13 +472,23 @@ class Forecaster(ABC):
             col = frame[name]
             observed = col.dropna()
             if name in self.spec.regressor_defaults:
-                fill = float(self.spec.regressor_defaults[name])
+                default = np.array([self.spec.regressor_defaults[name]], dtype="float64")
+                fill = float(self.spec.option(name).apply(default, name)[0])
                 frame[name] = col.fillna(fill)
             else:
                 fill = float(observed.iloc[-1]) if len(observed) else 0.0
                 frame[name] = col.ffill().bfill().fillna(fill)
             self._reg_fill[name] = fill
         return frame
+
+
+def _numeric(values: pd.Series) -> FloatArray:
+    """A regressor column as floats: numbers, and booleans as 0/1; anything else NaN."""
+    if values.dtype == bool:
+        return values.to_numpy(dtype="float64")
+    return np.asarray(
+        pd.to_numeric(values.replace({True: 1.0, False: 0.0}), errors="coerce"), dtype="float64"
+    )
 
 
 def _to_datetime(values: pd.Series, where: str) -> pd.Series:
@@ -459,6 +591,8 @@ def dumps(model: Forecaster) -> bytes:
         "last_ds": model.last_ds.value,
         "n_obs": model.n_obs,
         "reg_fill": model._reg_fill,
+        "transform": model._transform.to_dict(),
+        "nonneg": model._nonneg,
         "state": state,
     }
     raw = json.dumps(header, separators=(",", ":"), allow_nan=True).encode()
@@ -505,6 +639,8 @@ def loads(blob: bytes | bytearray | memoryview, sha256: str | None = None) -> Fo
     model._last_ds = pd.Timestamp(int(header["last_ds"]))
     model.n_obs = int(header["n_obs"])
     model._reg_fill = {str(k): float(v) for k, v in header["reg_fill"].items()}
+    model._transform = Transform.from_dict(header.get("transform"))
+    model._nonneg = bool(header.get("nonneg", False))
     model._set_state(header["state"], payload)
     return model
 

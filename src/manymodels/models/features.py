@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
+
+from manymodels.errors import ConfigError
 
 __all__ = [
     "calendar_features",
+    "calendar_terms",
     "choose_lags",
     "fill_gaps",
+    "holiday_flags",
     "lag_features",
     "recursive_features",
     "rolling_mean_features",
@@ -97,3 +103,42 @@ def calendar_features(ds: npt.NDArray[np.datetime64], kind: str, yearly_order: i
         hour = ds.astype("datetime64[h]").astype("int64") % 24
         parts.append((hour[:, None] == np.arange(1, 24)[None, :]).astype("float64"))
     return np.hstack(parts) if parts else np.empty((ds.size, 0))
+
+
+def month_one_hot(ds: npt.NDArray[np.datetime64]) -> FloatArray:
+    """Months February..December as 0/1 columns (January is the reference)."""
+    months = ds.astype("datetime64[M]").astype("int64") % 12  # January = 0
+    return (months[:, None] == np.arange(1, 12)[None, :]).astype("float64")
+
+
+def calendar_terms(ds: pd.DatetimeIndex, kind: str, yearly_order: int, months: bool) -> FloatArray:
+    """``calendar_features`` plus month-of-year one-hot terms: always for monthly data (they
+    are its season), and for daily and weekly data when ``months`` is set."""
+    values = ds.to_numpy().astype("datetime64[ns]")
+    parts = [calendar_features(values, kind, yearly_order)]
+    if kind == "M" or (months and kind in ("D", "W")):
+        parts.append(month_one_hot(values))
+    return np.hstack(parts)
+
+
+@functools.lru_cache(maxsize=64)
+def _holiday_days(country: str, first_year: int, last_year: int) -> frozenset[np.datetime64]:
+    import holidays
+
+    try:
+        days = holidays.country_holidays(country, years=range(first_year, last_year + 1))
+    except (NotImplementedError, KeyError, AttributeError):
+        raise ConfigError(
+            f"holidays_country {country!r} is not known to the holidays package; use an ISO "
+            "code such as US, DE or GB, or null for no holidays"
+        ) from None
+    return frozenset(np.datetime64(day, "D") for day in days)
+
+
+def holiday_flags(ds: pd.DatetimeIndex, country: str | None) -> FloatArray:
+    """1.0 on the country's public holidays, else 0.0 (all 0 without a country)."""
+    if not country or len(ds) == 0:
+        return np.zeros(len(ds))
+    days = _holiday_days(country, int(ds.year.min()), int(ds.year.max()))
+    values = ds.to_numpy().astype("datetime64[D]")
+    return np.isin(values, np.array(sorted(days), dtype="datetime64[D]")).astype("float64")

@@ -8,6 +8,9 @@
 - Intervals: Prophet's simulated intervals with ``uncertainty_samples`` draws (default 200),
   seeded so the same model gives the same intervals; with ``uncertainty_samples=0`` the band is
   ``yhat +- z * sigma_obs`` (observation noise only, about twice as fast to predict).
+- Regressors: only those known in the future (``future: true``, the default) are added, as
+  ``add_regressor`` terms in ``regressor_mode`` (``additive`` or ``multiplicative``; default:
+  the seasonality mode).
 - Temp files: every fit gets its own cmdstan output folder, deleted right after the fit, so
   long-lived Spark workers do not fill their disk (cmdstanpy only cleans up at process exit).
 - Bytes: ``prophet.serialize.model_to_json`` of a trimmed model — the fitted history is cut to
@@ -94,6 +97,7 @@ class ProphetForecaster(Forecaster):
             "weekly_seasonality": "auto",
             "growth": "linear",
             "uncertainty_samples": 200,
+            "regressor_mode": None,
         }
 
     @classmethod
@@ -119,6 +123,7 @@ class ProphetForecaster(Forecaster):
         modes = ["additive", "multiplicative"]
         check_choice(f, "seasonality_mode", params["seasonality_mode"], modes)
         check_choice(f, "growth", params["growth"], ["linear", "flat"])
+        check_choice(f, "regressor_mode", params["regressor_mode"], [None, *modes])
         params["changepoint_range"] = check_float(
             f, "changepoint_range", params["changepoint_range"], 1e-9, 1.0
         )
@@ -150,8 +155,9 @@ class ProphetForecaster(Forecaster):
             interval_width=self.spec.interval_width,
             uncertainty_samples=p["uncertainty_samples"],
         )
-        for name in self.spec.regressors:
-            model.add_regressor(name)
+        mode = p["regressor_mode"] or p["seasonality_mode"]
+        for name in self.spec.future_regressors:  # the others have no future values
+            model.add_regressor(name, mode=mode)
         country = self.spec.holidays_country
         if country and kind in ("D", "W"):
             try:
@@ -165,7 +171,7 @@ class ProphetForecaster(Forecaster):
 
     def _fit(self, frame: pd.DataFrame) -> None:
         model = self._new_model()
-        df = frame.loc[frame["y"].notna(), ["ds", "y", *self.spec.regressors]]
+        df = frame.loc[frame["y"].notna(), ["ds", "y", *self.spec.future_regressors]]
         out_dir = tempfile.mkdtemp(prefix="manymodels-prophet-")
         try:
             model.fit(df.reset_index(drop=True), output_dir=out_dir)
@@ -187,7 +193,7 @@ class ProphetForecaster(Forecaster):
         return model
 
     def _predict(self, frame: pd.DataFrame, steps: IntArray) -> Intervals:
-        df = frame[["ds", *self.spec.regressors]]
+        df = frame[["ds", *self.spec.future_regressors]]
         with _seeded_numpy(_SEED):
             forecast = self._model.predict(df)
         yhat = forecast["yhat"].to_numpy(dtype="float64")

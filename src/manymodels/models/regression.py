@@ -1,0 +1,210 @@
+"""The trend_season family: a ridge regression on trend, calendar terms and regressors.
+
+A direct model, not a recursive one: every period's forecast is the regression's value at its
+date, so gaps in the history, late origins and long horizons cost nothing extra and errors do
+not compound. With ``train.transform`` (auto, log1p, Box-Cox) it is a multiplicative model.
+
+- Terms of period t: a linear trend (``trend: linear``, or none); the season's one-hot terms
+  (day of week for daily data, hour of day and day of week for hourly data); month-of-year
+  one-hot terms for daily and weekly data (``months``); yearly Fourier terms (order
+  ``yearly_order``; ``auto``: 3 for daily and weekly data with at least a year of history,
+  else 0); a flag for the country's public holidays (daily data, ``holidays``); the future
+  regressors at t and every regressor's configured lags and leads.
+- Fitting: ridge (``alpha``) on standardized terms, the rows weighted by recency with a half
+  life of ``half_life`` periods (``auto``: one year of periods; null: equal weights) so the
+  level and trend follow the recent past. Rows with a missing target are not fitted.
+- Intervals: the central ``interval_width`` quantiles of the weighted in-sample residuals,
+  widened with ``sqrt(1 + h / n_eff)`` for the uncertainty of the extrapolated trend.
+- Bytes: coefficients, scalers, the band and the regressors' last values, as JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from manymodels.models.base import (
+    FloatArray,
+    Forecaster,
+    IntArray,
+    Intervals,
+    as_float_list,
+    check_choice,
+    check_float,
+    check_int,
+    register,
+)
+from manymodels.models.features import calendar_terms, holiday_flags
+
+__all__ = ["TrendSeason"]
+
+_PERIODS_PER_YEAR = {"D": 365.25, "W": 52.18, "M": 12.0, "H": 8766.0}
+
+
+@register
+class TrendSeason(Forecaster):
+    """Linear trend + seasonal and calendar terms + regressors, by weighted ridge."""
+
+    family = "trend_season"
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        return {
+            "alpha": 1.0,
+            "trend": "linear",
+            "half_life": "auto",
+            "months": True,
+            "yearly_order": "auto",
+            "holidays": True,
+        }
+
+    @classmethod
+    def search_space(cls) -> dict[str, Any]:
+        from hyperopt import hp
+
+        return {
+            "alpha": hp.loguniform("trend_season_alpha", np.log(1e-2), np.log(1e2)),
+            "trend": hp.choice("trend_season_trend", ["linear", "none"]),
+        }
+
+    def _check_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        f = self.family
+        params["alpha"] = check_float(f, "alpha", params["alpha"], 0.0)
+        check_choice(f, "trend", params["trend"], ["linear", "none"])
+        if params["half_life"] not in ("auto", None):
+            params["half_life"] = check_float(f, "half_life", params["half_life"], 1.0)
+        check_choice(f, "months", params["months"], [True, False])
+        check_choice(f, "holidays", params["holidays"], [True, False])
+        if params["yearly_order"] != "auto":
+            params["yearly_order"] = check_int(f, "yearly_order", params["yearly_order"], 0)
+        return params
+
+    def min_obs(self) -> int:
+        return max(self.spec.season_length + 2, 8)
+
+    # ----------------------------------------------------------------- terms
+
+    def _year(self) -> float:
+        return _PERIODS_PER_YEAR[self.spec.kind]
+
+    def _design(self, ds: pd.DatetimeIndex, t: FloatArray, regs: FloatArray) -> FloatArray:
+        parts = [calendar_terms(ds, self.spec.kind, self._yearly, self.params["months"])]
+        if self._holidays:
+            parts.append(holiday_flags(ds, self.spec.holidays_country)[:, None])
+        if self.params["trend"] == "linear":
+            parts.append((t / self._year())[:, None])
+        parts.append(regs)
+        return np.hstack(parts)
+
+    def _regressor_terms(self, values: FloatArray, start: int, stop: int) -> FloatArray:
+        """Regressor columns for rows ``start:stop`` of ``values`` (time, regressor): each
+        future regressor at t, then each regressor's lags and leads (edges held flat)."""
+        n = values.shape[0]
+        cols = []
+        for j, name in enumerate(self.spec.regressors):
+            opt = self.spec.option(name)
+            shifts = ([0] if opt.future else []) + [-k for k in opt.lags] + list(opt.leads)
+            for shift in shifts:
+                idx = np.clip(np.arange(start, stop) + shift, 0, n - 1)
+                cols.append(values[idx, j])
+        if not cols:
+            return np.empty((stop - start, 0))
+        return np.column_stack(cols)
+
+    # ----------------------------------------------------------------- fit / predict
+
+    def _fit(self, frame: pd.DataFrame) -> None:
+        ds = pd.DatetimeIndex(frame["ds"])
+        y = frame["y"].to_numpy(dtype="float64")
+        n = y.size
+        order = self.params["yearly_order"]
+        if order == "auto":
+            order = 3 if self.spec.kind in ("D", "W") and n >= self._year() else 0
+        self._yearly = int(order)
+        self._holidays = bool(
+            self.params["holidays"] and self.spec.holidays_country and self.spec.kind == "D"
+        )
+        names = list(self.spec.regressors)
+        values = frame[names].to_numpy(dtype="float64") if names else np.empty((n, 0))
+        x = self._design(ds, np.arange(n, dtype="float64"), self._regressor_terms(values, 0, n))
+        half_life = self.params["half_life"]
+        if half_life == "auto":
+            half_life = self._year()
+        age = np.arange(n - 1, -1, -1, dtype="float64")
+        weights = np.ones(n) if half_life is None else 0.5 ** (age / float(half_life))
+        ok = np.isfinite(y)
+        xw, yw, w = x[ok], y[ok], weights[ok]
+        self._xmu = np.average(xw, axis=0, weights=w)
+        xsd = np.sqrt(np.average((xw - self._xmu) ** 2, axis=0, weights=w))
+        self._xsd = np.where(xsd > 1e-12, xsd, 1.0)
+        self._ymu = float(np.average(yw, weights=w))
+        xs = (xw - self._xmu) / self._xsd
+        gram = (xs * w[:, None]).T @ xs + self.params["alpha"] * np.eye(xs.shape[1])
+        self._coef = np.linalg.solve(gram, (xs * w[:, None]).T @ (yw - self._ymu))
+        residuals = yw - (xs @ self._coef + self._ymu)
+        self._lo, self._hi = _weighted_band(residuals, w, self.spec.interval_width)
+        self._n_eff = float(w.sum() ** 2 / (w**2).sum())
+        self._n = n
+        lag_span = max([0, *(k for r in names for k in self.spec.option(r).lags)])
+        self._reg_tail = values[n - min(lag_span, n) :] if names else np.empty((0, 0))
+
+    def _predict(self, frame: pd.DataFrame, steps: IntArray) -> Intervals:
+        horizon = int(steps.max())
+        grid = pd.date_range(self.last_ds, periods=horizon + 1, freq=self.spec.offset)[1:]
+        names = list(self.spec.regressors)
+        future = np.tile([self._reg_fill[r] for r in names], (horizon, 1)).astype("float64")
+        if names:
+            future[steps - 1] = frame[names].to_numpy(dtype="float64")
+        tail = self._reg_tail if names else np.empty((0, 0))
+        values = np.vstack((tail, future)) if names else np.empty((horizon, 0))
+        start = tail.shape[0] if names else 0
+        regs = self._regressor_terms(values, start, start + horizon)
+        t = self._n - 1 + np.arange(1, horizon + 1, dtype="float64")
+        x = (self._design(grid, t, regs) - self._xmu) / self._xsd
+        path = x @ self._coef + self._ymu
+        yhat = path[steps - 1]
+        widen = np.sqrt(1.0 + steps / max(self._n_eff, 1.0))
+        return yhat, yhat + self._lo * widen, yhat + self._hi * widen
+
+    def _get_state(self) -> tuple[dict[str, Any], bytes]:
+        state = {
+            "yearly": self._yearly,
+            "holidays": self._holidays,
+            "xmu": as_float_list(self._xmu),
+            "xsd": as_float_list(self._xsd),
+            "ymu": self._ymu,
+            "coef": as_float_list(self._coef),
+            "lo": self._lo,
+            "hi": self._hi,
+            "n_eff": self._n_eff,
+            "n": self._n,
+            "reg_tail": [as_float_list(row) for row in self._reg_tail],
+        }
+        return state, b""
+
+    def _set_state(self, state: dict[str, Any], payload: bytes) -> None:
+        self._yearly = int(state["yearly"])
+        self._holidays = bool(state["holidays"])
+        self._xmu = np.asarray(state["xmu"], dtype="float64")
+        self._xsd = np.asarray(state["xsd"], dtype="float64")
+        self._ymu = float(state["ymu"])
+        self._coef = np.asarray(state["coef"], dtype="float64")
+        self._lo, self._hi = float(state["lo"]), float(state["hi"])
+        self._n_eff, self._n = float(state["n_eff"]), int(state["n"])
+        width = len(self.spec.regressors)
+        tail = np.asarray(state["reg_tail"], dtype="float64")
+        self._reg_tail = tail.reshape(-1, width) if width else np.empty((0, 0))
+
+
+def _weighted_band(residuals: FloatArray, weights: FloatArray, width: float) -> tuple[float, float]:
+    """Weighted (lower, upper) residual quantiles of a central interval, made to contain 0."""
+    if residuals.size == 0:
+        return 0.0, 0.0
+    order = np.argsort(residuals)
+    r, w = residuals[order], weights[order]
+    cum = (np.cumsum(w) - 0.5 * w) / w.sum()
+    lo = float(np.interp((1.0 - width) / 2.0, cum, r))
+    hi = float(np.interp((1.0 + width) / 2.0, cum, r))
+    return min(lo, 0.0), max(hi, 0.0)
