@@ -2,8 +2,10 @@
 
 from manymodels.models import (  # noqa: F401  (registers the families)
     baselines,
+    ensemble,
     intermittent,
     prophet,
+    regression,
     sklearn,
     stats,
 )
