@@ -132,16 +132,19 @@ def test_first_promotion_then_hysteresis_and_kept_keys(cfg):
     land(cfg, fitted_rows(cfg, r1, [1, 2, 3], {1: 0.2, 2: 0.3, 3: 0.45}))
 
     dry = promote(cfg, dry_run=True)
-    assert dry.counts == {"promoted": 2, "rejected": 1}
+    assert dry.counts == {"promoted": 2, "baseline": 1}
     assert not store.exists(store.ref("gold", "promotions"))
     assert registry.get_alias_version(cfg, "champion") is None
 
+    # item 3 fails a threshold and has no champion: its seasonal-naive baseline serves it
     first = promote(cfg)
-    assert first.counts == {"promoted": 2, "rejected": 1}
+    assert first.counts == {"promoted": 2, "baseline": 1}
     champ = registry.load_model_set(cfg, alias="champion")
-    assert sorted(champ.manifest["item"]) == [1, 2] and first.champion_version == champ.version
-    rejected = first.decisions.set_index("item").loc[3]
-    assert rejected["decision"] == "rejected" and rejected["reason"].startswith("threshold: wape")
+    assert sorted(champ.manifest["item"]) == [1, 2, 3] and first.champion_version == champ.version
+    assert champ.manifest.set_index("item").loc[3, "family"] == "seasonal_naive"
+    served = first.decisions.set_index("item").loc[3]
+    assert served["decision"] == "baseline" and served["reason"].startswith("threshold: wape")
+    assert served["reason"].endswith("served by seasonal_naive")
 
     # run 2: item 1 improves by 2.5% only (margin 5%: kept), item 2 by 50% (promoted),
     # item 3 passes now (promoted, no champion before), and item 4 is new.

@@ -17,10 +17,13 @@ import yaml
 from manymodels.errors import ConfigError
 
 __all__ = [
+    "PRESETS",
     "Config",
     "DataConfig",
+    "EnsembleConfig",
     "MlflowConfig",
     "PromoteConfig",
+    "RegressorConfig",
     "ScoreConfig",
     "TablesConfig",
     "TrainConfig",
@@ -35,6 +38,16 @@ _FREQ_RE = re.compile(r"^(D|W-(MON|TUE|WED|THU|FRI|SAT|SUN)|W|MS|M|ME|H|h)$")
 
 
 @dataclass
+class RegressorConfig:
+    """How the model families use one regressor (``data.regressor_options.<name>``)."""
+
+    future: bool = True
+    transform: Literal["none", "log", "log1p"] = "none"
+    lags: list[int] = field(default_factory=list)
+    leads: list[int] = field(default_factory=list)
+
+
+@dataclass
 class DataConfig:
     """Where the columns are and what a clean series looks like."""
 
@@ -43,6 +56,7 @@ class DataConfig:
     target_col: str = "y"
     freq: str = "D"
     regressors: list[str] = field(default_factory=list)
+    regressor_options: dict[str, RegressorConfig] = field(default_factory=dict)
     fill: FillPolicy = "missing"
     duplicates: DuplicatePolicy = "sum"
     date_format: str | None = None
@@ -69,14 +83,44 @@ class TuningConfig:
     metric: str | None = None
 
 
+#: The candidate families of each ``train.preset`` (``train.families`` overrides them).
+PRESETS: dict[str, tuple[str, ...]] = {
+    "fast": ("seasonal_naive", "trend_season", "ridge"),
+    "balanced": ("seasonal_naive", "trend_season", "ridge", "auto_ets", "auto_theta", "tsb"),
+    "best": (
+        "seasonal_naive",
+        "trend_season",
+        "ridge",
+        "auto_ets",
+        "auto_theta",
+        "mstl",
+        "auto_arima",
+        "prophet",
+        "tsb",
+        "imapa",
+    ),
+}
+
+
+@dataclass
+class EnsembleConfig:
+    """The per-key ensemble candidate: the top-k candidates on the selection windows."""
+
+    top_k: int = 3
+    method: Literal["median", "mean"] = "median"
+
+
 @dataclass
 class TrainConfig:
     """Which families a partition tries, how it is backtested, and the error threshold."""
 
-    families: list[str] = field(default_factory=lambda: ["prophet"])
+    preset: Literal["fast", "balanced", "best"] | None = "balanced"
+    families: list[str] | None = None
+    transform: Literal["none", "log1p", "boxcox", "auto"] = "auto"
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     select_metric: str = "wape"
     horizon: int = 28
-    n_windows: int = 1
+    n_windows: int = 3
     step: int | None = None
     min_obs: int | None = None
     season_length: int | None = None
@@ -90,6 +134,15 @@ class TrainConfig:
     regressor_defaults: dict[str, float] = field(default_factory=dict)
     tasks: int | None = None
     rows_per_call: int = 50_000
+
+    @property
+    def candidate_families(self) -> list[str]:
+        """``families`` when given, else the preset's families."""
+        if self.families is not None:
+            return list(self.families)
+        if self.preset is None:
+            raise ConfigError("set train.families or train.preset (fast, balanced or best)")
+        return list(PRESETS[self.preset])
 
 
 @dataclass
@@ -364,8 +417,30 @@ def _check(cfg: Config) -> None:
         raise ConfigError("config key train.max_failed_fraction must lie between 0 and 1")
     if not 0.0 < t.interval_width < 1.0:
         raise ConfigError("config key train.interval_width must lie strictly between 0 and 1")
-    if not t.families:
+    if t.families is not None and not t.families:
         raise ConfigError("config key train.families must name at least one model family")
+    if t.families is None and t.preset is None:
+        raise ConfigError("set train.families or train.preset (fast, balanced or best)")
+    if t.ensemble.top_k < 0:
+        raise ConfigError(
+            "config key train.ensemble.top_k must be 0 (no ensemble) or more, "
+            f"got {t.ensemble.top_k}"
+        )
+    for name, opt in cfg.data.regressor_options.items():
+        if name not in cfg.data.regressors:
+            raise ConfigError(
+                f"data.regressor_options.{name}: {name!r} is not in data.regressors "
+                f"{cfg.data.regressors}; add it there or remove its options"
+            )
+        bad = [v for v in [*opt.lags, *opt.leads] if v < 1]
+        if bad:
+            raise ConfigError(
+                f"data.regressor_options.{name}: lags and leads must be >= 1, not {bad}"
+            )
+        if opt.leads and not opt.future:
+            raise ConfigError(
+                f"data.regressor_options.{name}: leads need future values; set future: true"
+            )
     for name in (t.select_metric, cfg.promote.baseline_metric, cfg.promote.compare_metric):
         if name not in _METRICS:
             raise ConfigError(

@@ -18,7 +18,6 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,22 +26,21 @@ import pandas as pd
 
 from manymodels.backtest import METRICS, backtest
 from manymodels.config import Config, TrainConfig
-from manymodels.models import Forecaster, ForecastSpec, dumps, get_family, sha256_hex
-from manymodels.tuning import tune
+from manymodels.models import ForecastSpec, RegressorOption, dumps, get_family, sha256_hex
+from manymodels.selection import BASELINE, error_text, select
 
 __all__ = [
     "CHAMPION_COLUMNS",
     "LEDGER_COLUMNS",
-    "PartitionFit",
     "data_fingerprint",
     "fit_partition",
     "forecast_spec",
+    "history_frame",
     "ledger_columns",
 ]
 
 log = logging.getLogger(__name__)
 
-BASELINE = "seasonal_naive"
 _ERROR_CHARS = 2000
 
 #: The ledger's columns after the key columns, in order (DESIGN.md §3).
@@ -67,6 +65,9 @@ LEDGER_COLUMNS: tuple[str, ...] = (
     "champion_metrics",
     "model",
     "model_sha256",
+    "baseline_family",
+    "baseline_model",
+    "baseline_model_sha256",
 )
 
 
@@ -84,6 +85,11 @@ def forecast_spec(cfg: Config) -> ForecastSpec:
         interval_width=t.interval_width,
         holidays_country=t.holidays_country,
         regressor_defaults=dict(t.regressor_defaults),
+        transform=t.transform,
+        regressor_options={
+            name: RegressorOption(opt.future, opt.transform, tuple(opt.lags), tuple(opt.leads))
+            for name, opt in cfg.data.regressor_options.items()
+        },
     )
 
 
@@ -94,73 +100,6 @@ def data_fingerprint(history: pd.DataFrame, columns: Sequence[str]) -> str:
     digest = hashlib.sha256(hashed.tobytes())
     digest.update(",".join(columns).encode())
     return digest.hexdigest()
-
-
-@dataclass
-class PartitionFit:
-    """A candidate's outcome inside one partition."""
-
-    family: str
-    params: dict[str, Any]
-    metrics: dict[str, float]
-    error: str | None = None
-    trials: int = 0
-
-
-def _error_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 3] + "..."
-
-
-def _score(metrics: Mapping[str, float], metric: str) -> float:
-    value = metrics.get(metric, math.nan)
-    if value is None or not math.isfinite(value):
-        return math.inf
-    if metric == "coverage":
-        return -value
-    if metric == "bias":
-        return abs(value)
-    return value
-
-
-def _min_obs(t: TrainConfig, spec: ForecastSpec, families: Sequence[type[Forecaster]]) -> int:
-    if t.min_obs is not None:
-        return t.min_obs
-    step = t.step or t.horizon
-    backtest_span = t.horizon + (t.n_windows - 1) * step
-    need = max(cls(spec).min_obs() for cls in families)
-    return need + backtest_span
-
-
-def _try_candidate(
-    name: str, spec: ForecastSpec, history: pd.DataFrame, t: TrainConfig, seed: int
-) -> PartitionFit:
-    try:
-        family = get_family(name)
-        base = t.params.get(name, {})
-        step = t.step or t.horizon
-        if t.tuning.max_trials > 0 and family.search_space():
-            result = tune(
-                family,
-                spec,
-                history,
-                horizon=t.horizon,
-                n_windows=t.n_windows,
-                step=step,
-                metric=t.tuning.metric or t.select_metric,
-                max_trials=t.tuning.max_trials,
-                timeout_seconds=t.tuning.timeout_seconds,
-                base_params=base,
-                seed=seed,
-            )
-            return PartitionFit(
-                name, dict(result.params), dict(result.metrics), trials=result.trials
-            )
-        params = {**family.default_params(), **base}
-        bt = backtest(lambda: family(spec, params), history, t.horizon, t.n_windows, step)
-        return PartitionFit(name, params, dict(bt.metrics))
-    except Exception as exc:  # a family that throws is recorded, never raised
-        return PartitionFit(name, {}, {}, error=_error_text(exc))
 
 
 def fit_partition(
@@ -192,15 +131,30 @@ def fit_partition(
         champion_run_id=None,
         champion_metrics=None,
         model_sha256=None,
+        baseline_family=None,
+        baseline_model=None,
+        baseline_model_sha256=None,
         **{m: math.nan for m in METRICS},
         **{f"baseline_{m}": math.nan for m in METRICS},
     )
     try:
         _fit_into(row, pdf, cfg, keys, regs, t)
     except Exception as exc:  # the partition core never raises
-        row.update(status="failed", error=_error_text(exc), model=None, model_sha256=None)
+        row.update(status="failed", error=error_text(exc), model=None, model_sha256=None)
     row["fit_seconds"] = time.perf_counter() - started
     return pd.DataFrame([row], columns=ledger_columns(keys))
+
+
+def history_frame(pdf: pd.DataFrame, regs: list[str], fill: str) -> pd.DataFrame:
+    """The key's rows as a model history; gap-filled rows are missing data unless the gap
+    policy says gaps are real zero demand (``data.fill: zero``)."""
+    history = pdf[["ds", "y", *regs]].copy()
+    history["ds"] = pd.to_datetime(history["ds"])
+    history["y"] = pd.to_numeric(history["y"], errors="coerce").astype("float64")
+    if "is_filled" in pdf.columns and fill != "zero":
+        filled = pdf["is_filled"].fillna(False).astype(bool).to_numpy()
+        history.loc[filled, "y"] = np.nan
+    return history.sort_values("ds").reset_index(drop=True)
 
 
 def _fit_into(
@@ -211,10 +165,7 @@ def _fit_into(
     regs: list[str],
     t: TrainConfig,
 ) -> None:
-    history = pdf[["ds", "y", *regs]].copy()
-    history["ds"] = pd.to_datetime(history["ds"])
-    history["y"] = pd.to_numeric(history["y"], errors="coerce").astype("float64")
-    history = history.sort_values("ds").reset_index(drop=True)
+    history = history_frame(pdf, regs, cfg.data.fill)
     observed = history["y"].notna()
     row["n_obs"] = int(observed.sum())
     row["data_fingerprint"] = data_fingerprint(history, ["ds", "y", *regs])
@@ -227,37 +178,41 @@ def _fit_into(
     if row["n_obs"] == 0:
         row.update(status="skipped", error="no observations: every target is missing")
         return
-    families = [get_family(name) for name in t.families]
-    need = _min_obs(t, spec, families)
-    reason: str | None = None
-    if row["n_obs"] < need:
-        reason = f"too short: {row['n_obs']} observations, need {need} (train.min_obs)"
-    elif history.loc[observed, "y"].nunique() == 1:
-        reason = "constant target: every observation is the same value"
-    if reason is not None:
-        _fallback_or_skip(row, history, spec, t, reason, with_metrics=False)
+    if history.loc[observed, "y"].nunique() == 1:
+        _simple_method(row, history, spec, t, "constant target: every observation is the same")
         return
-
-    fits = [_try_candidate(name, spec, history, t, seed) for name in t.families]
-    baseline = next((f for f in fits if f.family == BASELINE and f.error is None), None)
-    if baseline is None:
-        baseline = _try_candidate(BASELINE, spec, history, t, seed)
-    row.update({f"baseline_{m}": baseline.metrics.get(m, math.nan) for m in METRICS})
-    row["candidates"] = json.dumps(
-        {f.family: (f.metrics if f.error is None else {"error": f.error}) for f in fits},
-        default=_json_default,
-        allow_nan=True,
-    )
+    sel = select(spec, history, t, row["n_obs"], seed)
+    row["candidates"] = sel.candidates_json()
+    if sel.baseline is not None:
+        row.update({f"baseline_{m}": sel.baseline.holdout.get(m, math.nan) for m in METRICS})
     _champion_into(row, pdf, spec, history, t)
-    good = [f for f in fits if f.error is None]
-    if not good:
-        errors = "; ".join(f"{f.family}: {f.error}" for f in fits)
-        _fallback_or_skip(row, history, spec, t, errors, with_metrics=True, status="failed")
+    if sel.best is None:
+        errors = [f"{c.family}: {c.error}" for c in sel.candidates if c.error is not None]
+        reason = "; ".join(errors) or "; ".join(sel.ineligible.values()) or "no candidate"
+        status = "failed" if errors else "skipped"
+        _simple_method(row, history, spec, t, reason, status=status, metrics=sel.holdout)
         return
-    best = min(good, key=lambda f: _score(f.metrics, t.select_metric))
-    _refit(row, history, spec, best.family, best.params)
-    row.update({m: best.metrics.get(m, math.nan) for m in METRICS})
+    best = sel.best
+    try:
+        _refit(row, history, spec, best.family, best.params)
+    except Exception as exc:
+        reason = f"refit of {best.family} failed: {error_text(exc)}"
+        _simple_method(row, history, spec, t, reason, status="failed")
+        return
+    row.update({m: best.holdout.get(m, math.nan) for m in METRICS})
     row.update(status="ok", error=None)
+    if best.family == BASELINE:
+        _baseline_into(row, row["family"], row["model"])
+    elif sel.baseline is not None:
+        params = sel.baseline.params
+        blob = dumps(get_family(BASELINE)(spec, params).fit(history))
+        _baseline_into(row, BASELINE, blob)
+
+
+def _baseline_into(row: dict[str, Any], family: str, blob: bytes) -> None:
+    """The model that serves the key when promotion rejects its candidate and it has no
+    champion: the seasonal-naive baseline (or the simple method of a short key)."""
+    row.update(baseline_family=family, baseline_model=blob, baseline_model_sha256=sha256_hex(blob))
 
 
 #: Columns train adds to a key's rows when a champion exists: its run, family and params.
@@ -271,7 +226,7 @@ def _champion_into(
     history: pd.DataFrame,
     t: TrainConfig,
 ) -> None:
-    """Backtest the key's current champion on the same window, for promotion to compare."""
+    """Backtest the key's current champion on the held-out window, for promotion to compare."""
     if "_champion_family" not in pdf.columns or not len(pdf):
         return
     family_name = pdf["_champion_family"].iloc[0]
@@ -281,39 +236,47 @@ def _champion_into(
     try:
         family = get_family(str(family_name))
         params = json.loads(pdf["_champion_params"].iloc[0] or "{}")
-        step = t.step or t.horizon
-        bt = backtest(lambda: family(spec, params), history, t.horizon, t.n_windows, step)
+        bt = backtest(lambda: family(spec, params), history, t.horizon, 1)
         row["champion_metrics"] = json.dumps(dict(bt.metrics), default=_json_default)
     except Exception as exc:
-        row["champion_metrics"] = json.dumps({"error": _error_text(exc)})
+        row["champion_metrics"] = json.dumps({"error": error_text(exc)})
 
 
-def _fallback_or_skip(
+#: The simple methods of keys that cannot be backtested, in order of preference.
+SIMPLE_METHODS = ("mean",)
+
+
+def _simple_method(
     row: dict[str, Any],
     history: pd.DataFrame,
     spec: ForecastSpec,
     t: TrainConfig,
     reason: str,
     *,
-    with_metrics: bool,
     status: str = "skipped",
+    metrics: Mapping[str, Mapping[str, float]] | None = None,
 ) -> None:
+    """Serve a key that has no backtested candidate by ``train.fallback`` (seasonal naive by
+    default) when it has the observations that needs, else by the mean of its observations;
+    with ``train.fallback: null`` the key is recorded as ``status`` with the reason."""
     if t.fallback is None:
-        row.update(status=status, error=reason)
+        row.update(status=status, error=reason[:_ERROR_CHARS])
         return
-    try:
-        family = get_family(t.fallback)
-        params = {**family.default_params(), **t.params.get(t.fallback, {})}
-        if with_metrics:
-            step = t.step or t.horizon
-            bt = backtest(lambda: family(spec, params), history, t.horizon, t.n_windows, step)
-            row.update({m: bt.metrics.get(m, math.nan) for m in METRICS})
-        _refit(row, history, spec, t.fallback, params)
-        row.update(status="ok", error=f"fallback to {t.fallback}: {reason}"[:_ERROR_CHARS])
-    except Exception as exc:
-        row.update(
-            status=status, error=f"{reason}; fallback {t.fallback} failed: {_error_text(exc)}"
-        )
+    errors = []
+    for name in dict.fromkeys([t.fallback, *SIMPLE_METHODS]):
+        try:
+            params = {**get_family(name).default_params(), **t.params.get(name, {})}
+            _refit(row, history, spec, name, params)
+        except Exception as exc:
+            errors.append(f"{name}: {error_text(exc)}")
+            continue
+        row.update(status="ok", error=f"fallback to {name}: {reason}"[:_ERROR_CHARS])
+        row.update({m: (metrics or {}).get(name, {}).get(m, math.nan) for m in METRICS})
+        _baseline_into(row, name, row["model"])
+        return
+    row.update(
+        status=status, error=f"{reason}; fallback failed: {'; '.join(errors)}"[:_ERROR_CHARS]
+    )
 
 
 def _refit(

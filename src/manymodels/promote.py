@@ -14,10 +14,15 @@ given by id) gets one decision, checked in this order:
    the training run on the *same window* (train backtests the champion beside the candidates);
    when that is missing, the champion's own ledger metric is used and the reason says so.
 
-A candidate that passes is ``promoted``. One that fails is ``kept`` when the key has a
-champion (the old champion stays) and ``rejected`` when it has none. Champion keys that the
-candidate run does not cover are ``kept`` as well. The new champion set is registered as a new
-model version with the alias ``champion``; the first promotion starts from an empty set.
+A candidate whose family *is* the seasonal-naive baseline passes rule 4 (it cannot beat
+itself). A candidate that passes is ``promoted``. One that fails is ``kept`` when the key has
+a champion (the old champion stays); a key without a champion is served by its ``baseline``
+instead — the seasonal-naive model that training fitted beside the candidate (or, for a key
+too short to backtest, the simple method training served it with) — so a rule decides which
+model serves a key, never whether it gets a forecast. Only a key with neither a champion nor
+any fitted model is ``rejected``. Champion keys that the candidate run does not cover are
+``kept`` as well. The new champion set is registered as a new model version with the alias
+``champion``; the first promotion starts from an empty set.
 """
 
 from __future__ import annotations
@@ -57,7 +62,10 @@ _LEDGER_COLUMNS = (
     "trained_at",
     "champion_run_id",
     "champion_metrics",
+    "baseline_family",
+    "baseline_model_sha256",
 )
+BASELINE = "seasonal_naive"
 
 
 @dataclass
@@ -117,6 +125,18 @@ def decide(
 ) -> tuple[str, str]:
     """One key's decision and reason. ``cand``: its ledger row; ``champion``: the champion's
     metrics (``None`` when the key has no champion)."""
+    decision, reason = _rules(cand, champion, rules)
+    if decision == "rejected" and cand is not None and cand.get("baseline_model_sha256"):
+        served = cand.get("baseline_family") or BASELINE
+        return "baseline", f"{reason}; served by {served}"
+    return decision, reason
+
+
+def _rules(
+    cand: Mapping[str, Any] | None,
+    champion: Mapping[str, Any] | None,
+    rules: PromoteConfig,
+) -> tuple[str, str]:
     stay = "kept" if champion is not None else "rejected"
     if cand is None:
         return "kept", "not in the candidate run: the champion stays"
@@ -133,7 +153,7 @@ def decide(
             if math.isnan(value):
                 return stay, f"threshold: {metric} could not be computed (promote.thresholds)"
             return stay, f"threshold: {metric} {_fmt(value)} {sign} {limit:g} (promote.thresholds)"
-    if rules.must_beat_baseline:
+    if rules.must_beat_baseline and cand.get("family") != BASELINE:
         m = rules.baseline_metric
         value, base = _value(cand, m), _value(cand, f"baseline_{m}")
         beats = value < base if _lower_is_better(m) else value > base
@@ -161,7 +181,14 @@ def _ledger(store: TableStore, cfg: Config, run_ids: list[str]) -> pd.DataFrame:
     ref = store.ref("gold", LEDGER_TABLE)
     store.require(ref, "run `manymodels train` first")
     cols = [*keys, *_LEDGER_COLUMNS, *METRICS, *(f"baseline_{m}" for m in METRICS)]
-    return store.read_pandas(ref, columns=cols, where={"run_id": list(run_ids)})
+    found = set(store.schema(ref).names)  # a ledger of an older manymodels lacks newer columns
+    rows = store.read_pandas(
+        ref, columns=[c for c in cols if c in found], where={"run_id": list(run_ids)}
+    )
+    for col in cols:
+        if col not in rows.columns:
+            rows[col] = None
+    return rows[cols]
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -172,8 +199,12 @@ def _champion_metrics(
     cand_rows: pd.DataFrame, champ_rows: pd.DataFrame, keys: list[str], champ_manifest: pd.DataFrame
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
     """Per champion key: its metrics on the candidate's window when train measured them."""
+    served = {tuple(r[k] for k in keys): r["family"] for r in _records(champ_manifest)}
     own = {
-        tuple(r[k] for k in keys): {**r, "_source": "champion's own backtest"}
+        tuple(r[k] for k in keys): {
+            **_served_metrics(r, served.get(tuple(r[k] for k in keys))),
+            "_source": "champion's own backtest",
+        }
         for r in _records(champ_rows)
     }
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -188,6 +219,15 @@ def _champion_metrics(
                 measured = {**parsed, "_source": "same window"}
         out[key] = measured or own.get(key, {"_source": "champion metrics unknown"})
     return out
+
+
+def _served_metrics(row: Mapping[str, Any], served_family: Any) -> dict[str, Any]:
+    """A champion's ledger metrics; its baseline's when the key is served by its baseline."""
+    from manymodels.backtest import METRICS
+
+    if served_family in (None, row.get("family")):
+        return dict(row)
+    return {**row, **{m: row.get(f"baseline_{m}") for m in METRICS}}
 
 
 def promote(
@@ -238,7 +278,7 @@ def promote(
         result.decisions = decisions
         run.log_metrics({f"keys_{k}": v for k, v in counts.items()})
         run.log_table(decisions, "decisions")
-        changed = counts.get("promoted", 0) > 0
+        changed = counts.get("promoted", 0) + counts.get("baseline", 0) > 0
         if changed or champ_set is None:
             models = _champion_models(store, cfg, decisions, champ_set)
             version = registry.register_model_set(
@@ -298,31 +338,28 @@ def _decisions(
 def _champion_models(
     store: TableStore, cfg: Config, decisions: pd.DataFrame, champ_set: Any
 ) -> pd.DataFrame:
-    """Promoted keys' models from the ledger plus kept keys' models from the old set."""
+    """Promoted keys' models and baseline-served keys' baselines from the ledger, plus kept
+    keys' models from the old set."""
     keys = list(cfg.data.keys)
     cols = [*keys, "run_id", "family", "model", "model_sha256", "last_ds", "freq"]
-    promoted = decisions.loc[decisions["decision"] == "promoted", [*keys, "candidate_run_id"]]
     parts = []
-    if len(promoted):
-        ref = store.ref("gold", LEDGER_TABLE)
-        run = str(promoted["candidate_run_id"].iloc[0])
+    for decision, prefix in (("promoted", ""), ("baseline", "baseline_")):
+        chosen = decisions.loc[decisions["decision"] == decision, [*keys, "candidate_run_id"]]
+        if chosen.empty:
+            continue
+        run = str(chosen["candidate_run_id"].iloc[0])
+        wanted = [f"{prefix}family", f"{prefix}model", f"{prefix}model_sha256"]
         ledger = store.read_pandas(
-            ref,
-            columns=[
-                *keys,
-                "run_id",
-                "origin_run_id",
-                "family",
-                "model",
-                "model_sha256",
-                "last_ds",
-                "freq",
-            ],
+            store.ref("gold", LEDGER_TABLE),
+            columns=[*keys, "run_id", "origin_run_id", *wanted, "last_ds", "freq"],
             where={"run_id": run},
         )
-        ledger = ledger.drop_duplicates(keys, keep="last")
-        rows = promoted[keys].merge(ledger, on=keys)
-        parts.append(rows.drop(columns="run_id").rename(columns={"origin_run_id": "run_id"})[cols])
+        ledger = ledger.drop_duplicates(keys, keep="last").drop(columns="run_id")
+        ledger = ledger.rename(columns={"origin_run_id": "run_id"})
+        ledger = ledger.rename(
+            columns=dict(zip(wanted, cols[len(keys) + 1 : len(keys) + 4], strict=True))
+        )
+        parts.append(chosen[keys].merge(ledger, on=keys)[cols])
     if champ_set is not None:
         kept = decisions.loc[decisions["decision"] == "kept", keys]
         old = champ_set.models_frame()
@@ -348,10 +385,17 @@ def _write_quality(store: TableStore, cfg: Config) -> None:
     )
     metric_cols = [*METRICS, *(f"baseline_{m}" for m in METRICS)]
     quality = manifest.merge(
-        ledger[[*keys, "model_run_id", "n_obs", "trained_at", *metric_cols]],
+        ledger[[*keys, "model_run_id", "n_obs", "trained_at", "family", *metric_cols]],
         on=[*keys, "model_run_id"],
         how="left",
+        suffixes=("", "_candidate"),
     )
+    served_by_baseline = quality["family_candidate"].notna() & (
+        quality["family"] != quality["family_candidate"]
+    )
+    for m in METRICS:  # a key served by its baseline shows the baseline's metrics
+        quality[m] = quality[m].where(~served_by_baseline, quality[f"baseline_{m}"])
+    quality = quality.drop(columns="family_candidate")
     promotions = store.read_pandas(store.ref("gold", PROMOTIONS_TABLE))
     promoted = promotions[promotions["decision"] == "promoted"]
     since = (

@@ -401,6 +401,8 @@ class LocalDeltaStore(TableStore):
                     kwargs["predicate"] = predicate_sql(replace, '"')
             elif mode == "overwrite":
                 kwargs["schema_mode"] = "overwrite"
+            else:  # rows of a newer manymodels may carry new columns: add them to the table
+                kwargs["schema_mode"] = "merge"
             write_deltalake(str(path), source, **kwargs)
         except TableError:
             raise
@@ -523,6 +525,8 @@ class SparkTableStore(TableStore):
         writer = df.write.format(self.format).mode(mode)
         if mode == "overwrite":
             writer = writer.option("overwriteSchema", "true")
+        else:
+            writer = writer.option("mergeSchema", "true")
         writer.saveAsTable(ref.name)
 
     def merge(self, ref: TableRef, data: Data, on: Sequence[str]) -> None:

@@ -22,8 +22,10 @@ from manymodels.models import get_family
 from manymodels.partition import (
     CHAMPION_COLUMNS,
     LEDGER_COLUMNS,
+    SIMPLE_METHODS,
     data_fingerprint,
     fit_partition,
+    history_frame,
     ledger_columns,
 )
 from manymodels.spark import spark_of
@@ -91,6 +93,7 @@ def ledger_schema(key_fields: Sequence[Any]) -> StructType:
         "n_obs": T.LongType(),
         "fit_seconds": T.DoubleType(),
         "model": T.BinaryType(),
+        "baseline_model": T.BinaryType(),
     }
     fields = list(key_fields)
     for name in LEDGER_COLUMNS:
@@ -135,18 +138,16 @@ def _fit_udf(
     return fit_keys
 
 
-def _fingerprint_udf(keys: list[str], regs: list[str]) -> Any:
+def _fingerprint_udf(keys: list[str], regs: list[str], fill: str) -> Any:
     def fingerprint_group(pdf):  # type: ignore[no-untyped-def]
-        return _fingerprint(keys, regs, pdf)
+        return _fingerprint(keys, regs, fill, pdf)
 
     return fingerprint_group
 
 
-def _fingerprint(keys: list[str], regs: list[str], pdf: pd.DataFrame) -> pd.DataFrame:
-    history = pdf[["ds", "y", *regs]].copy()
-    history["ds"] = pd.to_datetime(history["ds"])
-    history["y"] = history["y"].astype("float64")
-    history = history.sort_values("ds").reset_index(drop=True)
+def _fingerprint(keys: list[str], regs: list[str], fill: str, pdf: pd.DataFrame) -> pd.DataFrame:
+    """The key's data fingerprint exactly as ``fit_partition`` records it."""
+    history = history_frame(pdf, regs, fill)
     out = pdf[keys].iloc[:1].reset_index(drop=True)
     out["data_fingerprint"] = data_fingerprint(history, ["ds", "y", *regs])
     return out
@@ -317,12 +318,14 @@ class _Progress:
 
 
 def _check_config(cfg: Config) -> None:
-    for name in [*cfg.train.families, *([cfg.train.fallback] if cfg.train.fallback else [])]:
+    families = cfg.train.candidate_families
+    for name in [*families, *([cfg.train.fallback] if cfg.train.fallback else [])]:
         get_family(name)  # raises with the known families
-    unknown = set(cfg.train.params) - set(cfg.train.families) - {cfg.train.fallback}
+    unknown = set(cfg.train.params) - set(families) - {cfg.train.fallback, *SIMPLE_METHODS}
     if unknown:
         raise ConfigError(
-            f"train.params names {sorted(unknown)}, which train.families does not list"
+            f"train.params names {sorted(unknown)}, which the candidate families "
+            f"{families} do not include"
         )
 
 
@@ -339,6 +342,8 @@ def _silver(
             f"{ref} has no column {missing[0]!r}; found {', '.join(found)}. Re-run `manymodels "
             "clean` with the same data.keys / data.regressors as training"
         )
+    if "is_filled" in found:  # gap rows: missing data unless data.fill says zero demand
+        cols.append("is_filled")
     return store.read_spark(spark, ref).select(*cols), store.version(ref)
 
 
@@ -360,7 +365,9 @@ def _carry_over(
     if not store.exists(ref):
         return None, all_keys
     schema = silver.select(*keys).schema.add("data_fingerprint", "string")
-    prints = silver.groupBy(*keys).applyInPandas(_fingerprint_udf(keys, regs), schema=schema)
+    prints = silver.groupBy(*keys).applyInPandas(
+        _fingerprint_udf(keys, regs, cfg.data.fill), schema=schema
+    )
     newest = Window.partitionBy(*keys).orderBy(F.col("trained_at").desc())
     cutoff = now - timedelta(days=cfg.train.max_model_age_days)
     prev = (
@@ -374,6 +381,10 @@ def _carry_over(
         prints, [*keys, "data_fingerprint"], "inner"
     )
     carried = fresh.withColumn("run_id", F.lit(run_id))
+    schema = ledger_schema([f for f in silver.schema.fields if f.name in keys])
+    for fld in schema.fields:  # a ledger written by an older manymodels lacks newer columns
+        if fld.name not in carried.columns:
+            carried = carried.withColumn(fld.name, F.lit(None).cast(fld.dataType))
     todo = all_keys.join(carried.select(*keys), keys, "left_anti")
     return carried, todo
 
@@ -407,11 +418,14 @@ def _with_champions(plan: pd.DataFrame, cfg: Config, store: TableStore) -> pd.Da
     manifest = registry.load_model_set(cfg, alias="champion").manifest[[*keys, "run_id", "family"]]
     ledger = store.read_pandas(
         store.ref("gold", LEDGER_TABLE),
-        columns=[*keys, "run_id", "params"],
+        columns=[*keys, "run_id", "family", "params"],
         where={"run_id": sorted(set(manifest["run_id"].astype(str)))},
     )
     ledger = ledger.drop_duplicates([*keys, "run_id"], keep="last")
-    champs = manifest.merge(ledger, on=[*keys, "run_id"], how="left").rename(
+    champs = manifest.merge(ledger, on=[*keys, "run_id"], how="left", suffixes=("", "_ledger"))
+    # a key served by its baseline: the manifest's family is not the candidate's
+    champs.loc[champs["family"] != champs.pop("family_ledger"), "params"] = "{}"
+    champs = champs.rename(
         columns={
             "run_id": "_champion_run_id",
             "family": "_champion_family",
