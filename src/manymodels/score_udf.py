@@ -196,14 +196,23 @@ def models_frame(
     for k in keys:
         if k in key_types:
             man = man.withColumn(k, F.col(k).cast(key_types[k]))
-    ledger = (
+    rows = (
         store.read_spark(spark, store.ref("gold", LEDGER_TABLE))
         # the set's runs only: Parquet statistics skip the files of every other run
         .where(F.col("origin_run_id").isin(sorted(set(manifest["run_id"].astype(str)))))
         .where(F.col("status") == "ok")
-        .select(*keys, F.col("origin_run_id").alias("run_id"), "model_sha256", "model")
-        .dropDuplicates([*keys, "run_id", "model_sha256"])
     )
+    run = F.col("origin_run_id").alias("run_id")
+    ledger = rows.select(*keys, run, "model_sha256", "model")
+    if "baseline_model" in rows.columns:  # keys that promotion serves by their baseline
+        baselines = rows.where(F.col("baseline_model").isNotNull()).select(
+            *keys,
+            run,
+            F.col("baseline_model_sha256").alias("model_sha256"),
+            F.col("baseline_model").alias("model"),
+        )
+        ledger = ledger.unionByName(baselines)
+    ledger = ledger.dropDuplicates([*keys, "run_id", "model_sha256"])
     return man.join(ledger, [*keys, "run_id", "model_sha256"], "left")
 
 
