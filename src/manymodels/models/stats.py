@@ -3,8 +3,10 @@
 - NaN targets: leading missing periods are dropped, inner ones linearly interpolated, and
   trailing ones (after the last observed value) are forecast over: the model is fitted up to
   the last observed period and step h is forecast ``h + gap`` periods from there.
-- History window: ``max_history`` fits on the last that many periods ("auto": auto_arima uses
-  365 daily, 156 weekly, 672 hourly periods and all monthly ones; the others use all history).
+- History window: ``max_history`` fits on the last that many periods ("auto", the default of
+  auto_ets, auto_theta and auto_arima: auto_arima 365 daily, 156 weekly, 672 hourly periods;
+  auto_ets and auto_theta 730 daily, 156 weekly, 672 hourly; all monthly ones); mstl uses all
+  history (its yearly season needs two years).
 - auto_ets: AutoETS over ``model`` (default "ZZZ"); seasonal (period ``spec.season_length``)
   only when the window holds two full seasons, otherwise non-seasonal (its third letter
   becomes N). Needs 7 observed periods (statsforecast refuses shorter series).
@@ -24,7 +26,8 @@
   Needs 7 observed periods.
 - Cost per 3-year daily key on one core (fit + 28-step forecast, measured): auto_ets ~1.0 s,
   auto_arima ~0.85 s (two regressors), auto_theta ~0.6 s, mstl ~0.7 s; loading and forecasting
-  a fitted model ~5-10 ms. ``max_history=730`` cuts auto_ets by a third and auto_theta by half.
+  a fitted model ~5-10 ms, with the whole history; the auto window (730 days) cuts auto_ets by a
+  third and auto_theta by half.
 - Intervals: statsforecast's own at ``level = 100 * spec.interval_width`` (mstl: those of its
   trend model, the seasonal part taken as known).
 - Bytes (no pickle): the fitted ``model_`` dict through ``encode_tree``, trimmed of what
@@ -39,7 +42,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -69,6 +72,9 @@ __all__ = ["MSTL", "AutoARIMA", "AutoETS", "AutoTheta"]
 
 _EMPTY = np.empty(0, dtype="float64")
 _ARIMA_WINDOW = {"D": 365, "W": 156, "H": 672}
+#: auto_ets and auto_theta model level, trend and one season: two years (three of weeks) hold
+#: what they learn, and older data only costs time.
+_STATE_WINDOW = {"D": 730, "W": 156, "H": 672}
 _MAX_SEASONAL_ARIMA = 24
 _EXTRA_SEASON = {"D": 365, "H": 168}
 
@@ -107,9 +113,14 @@ class _StatsFamily(Forecaster):
 
     _gap: int
 
+    #: The ``max_history: auto`` window per frequency kind (none: the whole history).
+    _auto_window: ClassVar[dict[str, int]] = {}
+
     def _window(self) -> int | None:
         value = self.params["max_history"]
-        return None if value in (None, "auto") else int(value)
+        if value == "auto":
+            return self._auto_window.get(self.spec.kind)
+        return None if value is None else int(value)
 
     def _span_y(self, span: Span) -> FloatArray:
         window = self._window()
@@ -138,11 +149,13 @@ class _StatsFamily(Forecaster):
 class AutoETS(_StatsFamily):
     """Exponential smoothing state-space model chosen by AICc (statsforecast AutoETS)."""
 
+    _auto_window = _STATE_WINDOW
+
     family = "auto_ets"
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:
-        return {"model": "ZZZ", "damped": None, "max_history": None}
+        return {"model": "ZZZ", "damped": None, "max_history": "auto"}
 
     def _check_params(self, params: dict[str, Any]) -> dict[str, Any]:
         f = self.family
@@ -193,6 +206,8 @@ class AutoETS(_StatsFamily):
 class AutoARIMA(_StatsFamily):
     """ARIMA with regressors chosen by a bounded stepwise AICc search (statsforecast)."""
 
+    _auto_window = _ARIMA_WINDOW
+
     family = "auto_arima"
 
     @classmethod
@@ -228,11 +243,6 @@ class AutoARIMA(_StatsFamily):
 
     def min_obs(self) -> int:
         return 4 + len(self.spec.regressors)
-
-    def _window(self) -> int | None:
-        if self.params["max_history"] == "auto":
-            return _ARIMA_WINDOW.get(self.spec.kind)
-        return super()._window()
 
     def _fourier(self, t: FloatArray) -> FloatArray:
         k = np.arange(1, self._k + 1, dtype="float64")
@@ -315,11 +325,13 @@ class AutoARIMA(_StatsFamily):
 class AutoTheta(_StatsFamily):
     """The best of four theta models by in-sample MSE (statsforecast AutoTheta)."""
 
+    _auto_window = _STATE_WINDOW
+
     family = "auto_theta"
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:
-        return {"model": None, "decomposition_type": "multiplicative", "max_history": None}
+        return {"model": None, "decomposition_type": "multiplicative", "max_history": "auto"}
 
     def _check_params(self, params: dict[str, Any]) -> dict[str, Any]:
         f = self.family
