@@ -135,10 +135,16 @@ def _holiday_days(country: str, first_year: int, last_year: int) -> frozenset[np
     return frozenset(np.datetime64(day, "D") for day in days)
 
 
-def holiday_flags(ds: pd.DatetimeIndex, country: str | None) -> FloatArray:
-    """1.0 on the country's public holidays, else 0.0 (all 0 without a country)."""
+def holiday_flags(ds: pd.DatetimeIndex, country: str | None, span_days: int = 1) -> FloatArray:
+    """The number of the country's public holidays in each period: the ``span_days`` days
+    ending at its label (1 for daily data: a 0/1 flag; 7 for weekly data labelled by the
+    week's last day). All 0 without a country."""
     if not country or len(ds) == 0:
         return np.zeros(len(ds))
-    days = _holiday_days(country, int(ds.year.min()), int(ds.year.max()))
+    first = ds.min() - pd.Timedelta(days=span_days - 1)
+    days = _holiday_days(country, int(first.year), int(ds.year.max()))
+    holidays = np.array(sorted(days), dtype="datetime64[D]")
     values = ds.to_numpy().astype("datetime64[D]")
-    return np.isin(values, np.array(sorted(days), dtype="datetime64[D]")).astype("float64")
+    ends = np.searchsorted(holidays, values, side="right")
+    starts = np.searchsorted(holidays, values - np.timedelta64(span_days, "D"), side="right")
+    return (ends - starts).astype("float64")

@@ -7,9 +7,11 @@ not compound. With ``train.transform`` (auto, log1p, Box-Cox) it is a multiplica
 - Terms of period t: a linear trend (``trend: linear``, or none); the season's one-hot terms
   (day of week for daily data, hour of day and day of week for hourly data); month-of-year
   one-hot terms for daily and weekly data (``months``); yearly Fourier terms (order
-  ``yearly_order``; ``auto``: 3 for daily and weekly data with at least a year of history,
-  else 0); a flag for the country's public holidays (daily data, ``holidays``); the future
-  regressors at t and every regressor's configured lags and leads.
+  ``yearly_order``; ``auto``: with at least a year of history 4 for daily and 10 for weekly
+  data, else 0); the number of the country's public holidays in the period (daily and
+  weekly data, ``holidays``); the future regressors at t, for daily data also by weekday
+  (``weekday_effects``: a promotion may lift Mondays more than Saturdays), and every
+  regressor's configured lags and leads.
 - Fitting: ridge (``alpha``) on standardized terms, the rows weighted by recency with a half
   life of ``half_life`` periods (``auto``: one year of periods; null: equal weights) so the
   level and trend follow the recent past. Rows with a missing target are not fitted.
@@ -41,6 +43,9 @@ from manymodels.models.features import calendar_terms, holiday_flags
 __all__ = ["TrendSeason"]
 
 _PERIODS_PER_YEAR = {"D": 365.25, "W": 52.18, "M": 12.0, "H": 8766.0}
+#: Yearly Fourier order with a year of history: weekly data has no weekday terms, so its
+#: yearly shape (holiday peaks) needs more harmonics; daily data has month terms beside.
+_AUTO_ORDER = {"D": 4, "W": 10}
 
 
 @register
@@ -58,6 +63,7 @@ class TrendSeason(Forecaster):
             "months": True,
             "yearly_order": "auto",
             "holidays": True,
+            "weekday_effects": True,
         }
 
     @classmethod
@@ -77,6 +83,7 @@ class TrendSeason(Forecaster):
             params["half_life"] = check_float(f, "half_life", params["half_life"], 1.0)
         check_choice(f, "months", params["months"], [True, False])
         check_choice(f, "holidays", params["holidays"], [True, False])
+        check_choice(f, "weekday_effects", params["weekday_effects"], [True, False])
         if params["yearly_order"] != "auto":
             params["yearly_order"] = check_int(f, "yearly_order", params["yearly_order"], 0)
         return params
@@ -92,21 +99,29 @@ class TrendSeason(Forecaster):
     def _design(self, ds: pd.DatetimeIndex, t: FloatArray, regs: FloatArray) -> FloatArray:
         parts = [calendar_terms(ds, self.spec.kind, self._yearly, self.params["months"])]
         if self._holidays:
-            parts.append(holiday_flags(ds, self.spec.holidays_country)[:, None])
+            span = 7 if self.spec.kind == "W" else 1
+            parts.append(holiday_flags(ds, self.spec.holidays_country, span)[:, None])
         if self.params["trend"] == "linear":
             parts.append((t / self._year())[:, None])
         parts.append(regs)
+        n_known = len(self.spec.future_regressors)
+        if self.params["weekday_effects"] and self.spec.kind == "D" and n_known:
+            # a promotion (or any regressor known ahead) may lift Mondays more than Saturdays
+            weekday = ds.dayofweek.to_numpy()
+            days = (weekday[:, None] == np.arange(1, 7)[None, :]).astype("float64")
+            known = regs[:, :n_known]
+            parts.append((known[:, :, None] * days[:, None, :]).reshape(len(ds), -1))
         return np.hstack(parts)
 
     def _regressor_terms(self, values: FloatArray, start: int, stop: int) -> FloatArray:
         """Regressor columns for rows ``start:stop`` of ``values`` (time, regressor): each
         future regressor at t, then each regressor's lags and leads (edges held flat)."""
         n = values.shape[0]
-        cols = []
-        for j, name in enumerate(self.spec.regressors):
+        names = list(self.spec.regressors)
+        cols = [values[start:stop, names.index(r)] for r in self.spec.future_regressors]
+        for j, name in enumerate(names):
             opt = self.spec.option(name)
-            shifts = ([0] if opt.future else []) + [-k for k in opt.lags] + list(opt.leads)
-            for shift in shifts:
+            for shift in [-k for k in opt.lags] + list(opt.leads):
                 idx = np.clip(np.arange(start, stop) + shift, 0, n - 1)
                 cols.append(values[idx, j])
         if not cols:
@@ -121,10 +136,10 @@ class TrendSeason(Forecaster):
         n = y.size
         order = self.params["yearly_order"]
         if order == "auto":
-            order = 3 if self.spec.kind in ("D", "W") and n >= self._year() else 0
+            order = _AUTO_ORDER.get(self.spec.kind, 0) if n >= self._year() else 0
         self._yearly = int(order)
         self._holidays = bool(
-            self.params["holidays"] and self.spec.holidays_country and self.spec.kind == "D"
+            self.params["holidays"] and self.spec.holidays_country and self.spec.kind in ("D", "W")
         )
         names = list(self.spec.regressors)
         values = frame[names].to_numpy(dtype="float64") if names else np.empty((n, 0))

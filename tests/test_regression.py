@@ -1,0 +1,41 @@
+"""The trend_season family: calendar terms, holidays per period, regressor effects by weekday."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from manymodels.models import ForecastSpec, get_family
+from manymodels.models.features import holiday_flags
+
+
+def test_weekly_periods_count_the_holidays_of_their_week() -> None:
+    weeks = pd.date_range("2016-11-20", periods=8, freq="W-SUN")
+    # Thanksgiving (Nov 24); Christmas observed Dec 26 and New Year Jan 1; Jan 2 observed
+    assert holiday_flags(weeks, "US", 7).tolist() == [0, 1, 0, 0, 0, 1, 2, 1]
+    days = pd.date_range("2016-12-24", periods=3, freq="D")
+    assert holiday_flags(days, "US").tolist() == [0, 1, 1]
+    assert holiday_flags(days, None).tolist() == [0, 0, 0]
+
+
+def test_a_promotion_can_lift_one_weekday_more_than_another() -> None:
+    rng = np.random.default_rng(0)
+    ds = pd.date_range("2022-01-03", periods=600, freq="D")
+    promo = (rng.random(ds.size) < 0.3).astype(float)
+    lift = np.where(ds.dayofweek == 0, 2.0, 1.1)  # Mondays double, other days +10 %
+    y = 100.0 * np.where(promo == 1, lift, 1.0) * rng.lognormal(0, 0.02, ds.size)
+    history = pd.DataFrame({"ds": ds, "y": y, "promo": promo})
+    spec = ForecastSpec("D", 7, ("promo",), transform="log1p")
+    future = pd.DataFrame({"ds": pd.date_range(ds[-1], periods=15)[1:]})
+    for by_weekday, expect_monday in ((True, 2.0), (False, None)):
+        params = {"weekday_effects": by_weekday, "holidays": False}
+        model = get_family("trend_season")(spec, params).fit(history)
+        on = model.predict(future.assign(promo=1.0)).set_index("ds")["yhat"]
+        off = model.predict(future.assign(promo=0.0)).set_index("ds")["yhat"]
+        ratio = on / off
+        monday = ratio[ratio.index.dayofweek == 0].mean()
+        other = ratio[ratio.index.dayofweek != 0].mean()
+        if expect_monday:
+            assert abs(monday - expect_monday) < 0.1 and abs(other - 1.1) < 0.05
+        else:  # one lift for every day: in between
+            assert abs(monday - other) < 0.01
