@@ -1,9 +1,15 @@
-"""Feature building for the scikit-learn families: lags, rolling means, calendar terms (numpy)."""
+"""Features of the lag-based families (lags, rolling means, regressor shifts, calendar terms).
+
+Every lag-type feature of row t is causal: it depends on values before t only. Gaps in the
+target are carried forward from the last observed value (never interpolated towards a later
+one), and rows before the first observation stay NaN.
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -11,31 +17,66 @@ import pandas as pd
 
 from manymodels.errors import ConfigError
 
+if TYPE_CHECKING:
+    from manymodels.models.base import RegressorOption
+
 __all__ = [
+    "Scalers",
     "calendar_features",
     "calendar_terms",
     "choose_lags",
     "fill_gaps",
+    "fit_scalers",
+    "hold_unknown",
     "holiday_flags",
+    "lag_design",
     "lag_features",
     "recursive_features",
+    "recursive_forecast",
+    "regressor_layout",
     "rolling_mean_features",
+    "scale",
+    "shifted_columns",
     "yearly_fourier",
 ]
 
 FloatArray = npt.NDArray[np.float64]
+#: (target mean, target sd, regressor means, regressor sds) of one model's fit period.
+Scalers = tuple[float, float, FloatArray, FloatArray]
 _NS_PER_YEAR = 365.25 * 86_400e9
 
 
 def fill_gaps(y: FloatArray) -> FloatArray:
-    """NaNs linearly interpolated between observed values, held flat at both ends."""
+    """Each NaN carried forward from the last observed value before it (causal: a filled value
+    never depends on a later one); NaNs before the first observed value stay NaN."""
     out = np.asarray(y, dtype="float64").copy()
     ok = np.isfinite(out)
     if ok.all() or not ok.any():
         return out
-    idx = np.arange(out.size)
-    out[~ok] = np.interp(idx[~ok], idx[ok], out[ok])
+    last = np.maximum.accumulate(np.where(ok, np.arange(out.size), -1))
+    started = last >= 0
+    out[started] = out[last[started]]
     return out
+
+
+def scale(values: FloatArray) -> tuple[float, float]:
+    """Mean and standard deviation of the finite values (0 and 1 when there are none, and a
+    standard deviation of 1 for a constant column)."""
+    finite = np.isfinite(values)
+    mu = float(np.mean(values[finite])) if finite.any() else 0.0
+    sd = float(np.std(values[finite])) if finite.any() else 0.0
+    if not np.isfinite(sd) or sd <= 1e-12 * max(1.0, abs(mu)):
+        sd = 1.0
+    return mu, sd
+
+
+def fit_scalers(y: FloatArray, regs: FloatArray) -> Scalers:
+    """The standardization of y and of each regressor column over these rows."""
+    mu, sd = scale(y)
+    columns = [scale(regs[:, j]) for j in range(regs.shape[1])]
+    rmu = np.array([c[0] for c in columns], dtype="float64")
+    rsd = np.array([c[1] for c in columns], dtype="float64")
+    return mu, sd, rmu, rsd
 
 
 def choose_lags(season_length: int, n_lags: int, season_lags: int, n_rows: int) -> tuple[int, ...]:
@@ -79,6 +120,98 @@ def recursive_features(
     lag_part = buffer[:, end - np.asarray(lags, dtype="int64")]
     roll_part = [buffer[:, end - w : end].mean(axis=1, keepdims=True) for w in windows]
     return np.hstack((lag_part, *roll_part))
+
+
+def regressor_layout(options: Sequence[RegressorOption]) -> list[tuple[int, int]]:
+    """The regressor feature columns as (regressor index, offset d): the column is the
+    regressor at t + d. Per regressor: d = 0 when it is known in the future, -k for each of
+    its ``lags``, +k for each of its ``leads``."""
+    layout: list[tuple[int, int]] = []
+    for j, option in enumerate(options):
+        if option.future:
+            layout.append((j, 0))
+        layout.extend((j, -k) for k in option.lags)
+        layout.extend((j, k) for k in option.leads)
+    return layout
+
+
+def shifted_columns(
+    values: FloatArray, layout: Sequence[tuple[int, int]], fill: FloatArray
+) -> FloatArray:
+    """Column c of row t is ``values[t + d, j]`` for ``layout[c] = (j, d)``: NaN before the
+    first row (lags), ``fill[j]`` past the last row (leads)."""
+    n = values.shape[0]
+    out = np.empty((n, len(layout)))
+    for c, (j, d) in enumerate(layout):
+        col = values[:, j]
+        if d == 0:
+            out[:, c] = col
+        elif d < 0:
+            k = min(-d, n)
+            out[:k, c] = np.nan
+            out[k:, c] = col[: n - k]
+        else:
+            k = min(d, n)
+            out[: n - k, c] = col[k:]
+            out[n - k :, c] = fill[j]
+    return out
+
+
+def lag_design(
+    filled: FloatArray,
+    regs: FloatArray,
+    cal: FloatArray,
+    scalers: Scalers,
+    lags: Sequence[int],
+    windows: Sequence[int],
+    layout: Sequence[tuple[int, int]],
+    fill: FloatArray,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """z, the feature matrix (z lags, rolling means, calendar, regressor columns) and its
+    exogenous part (calendar and regressors) of every row, standardized with ``scalers``.
+
+    ``filled`` is the target after ``fill_gaps``; its leading NaNs become 0 in z (rows whose
+    lags reach them must not be trained on). ``fill`` is each regressor's value past the end.
+    """
+    mu, sd, rmu, rsd = scalers
+    z = (filled - mu) / sd
+    z[~np.isfinite(z)] = 0.0
+    shifted = shifted_columns((regs - rmu) / rsd, layout, (fill - rmu) / rsd)
+    exog = np.hstack((cal, shifted))
+    x = np.hstack((lag_features(z, lags), rolling_mean_features(z, windows), exog))
+    return z, x, exog
+
+
+def hold_unknown(
+    exog: FloatArray,
+    layout: Sequence[tuple[int, int]],
+    known_ahead: Sequence[bool],
+    held: FloatArray,
+    offset: int,
+) -> None:
+    """In an (origin, step, feature) ``exog`` whose regressor columns start at ``offset``, set
+    each lag k of a regressor not known ahead to its ``held[origin, j]`` value from step k on
+    (0-based), where the lag reaches the origin or later and is unknown at forecast time."""
+    steps = np.arange(exog.shape[1])
+    for c, (j, d) in enumerate(layout):
+        if d < 0 and not known_ahead[j]:
+            col = exog[:, :, offset + c]
+            exog[:, :, offset + c] = np.where(steps[None, :] >= -d, held[:, j, None], col)
+
+
+def recursive_forecast(
+    predict: Callable[[FloatArray], FloatArray],
+    buffer: FloatArray,
+    exog: FloatArray,
+    lags: Sequence[int],
+    windows: Sequence[int],
+) -> None:
+    """Fill the last ``exog.shape[1]`` columns of a (series, time) ``buffer`` step by step with
+    one-step predictions fed back as lags; ``exog`` is (series, step, exogenous features)."""
+    start = buffer.shape[1] - exog.shape[1]
+    for h in range(exog.shape[1]):
+        lagged = recursive_features(buffer, start + h, lags, windows)
+        buffer[:, start + h] = predict(np.hstack((lagged, exog[:, h])))
 
 
 def yearly_fourier(ds: npt.NDArray[np.datetime64], order: int) -> FloatArray:

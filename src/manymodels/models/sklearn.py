@@ -6,284 +6,81 @@
   2m..(1+``season_lags``)m that leave at least half the history for training, rolling means of
   the previous ``windows`` periods (default one season), a day-of-week one-hot for daily data,
   yearly Fourier terms (order 3 when the history spans two years, ``yearly_order`` to force),
-  and the regressors' values at t.
-- NaN targets: rows whose y is NaN are not trained on; lag and rolling features see those gaps
-  linearly interpolated (held flat at the ends).
+  and the regressors (``spec.option``): a future regressor's value at t, each regressor's
+  ``lags`` (its value k periods before t) and each future regressor's ``leads`` (k periods
+  after t; past the end of the history or of the future frame, the regressor's fill). A
+  regressor not known in the future is not used at t, only through its lags.
+- NaN targets: rows whose y is NaN are not trained on; lag and rolling features see each gap
+  carried forward from the last observed value, so no feature of row t depends on y[t] or a
+  later value. Rows whose lags reach before the first observation are not trained on.
 - Multi-step: **recursive**. One model predicts one step ahead; each prediction is fed back as
   the lag of the next step. A future that starts later than the period after the history is
   bridged the same way (regressors in the bridge take their defaults / last observed values).
+  Regressor lags reaching back into the history use the history's last values, kept in the
+  model.
 - Intervals: per step ahead, from honest multi-step errors. A second model, fitted on all but
-  the last fifth of the history, forecasts recursively from every origin in that last fifth,
-  up to ``max(28, 2 * season)`` steps (at most half the holdout); the band at step h is the
-  central ``interval_width`` quantiles of the step-h errors, made non-narrowing in h, and
+  the last fifth of the history with its own scalers (target and regressors standardized on
+  its fit period only), forecasts recursively from every origin in that last fifth, up to
+  ``max(28, 2 * season)`` steps (at most half the holdout); regressors not known in the
+  future are held at their value before the origin, as in ``predict``. The band at step h is
+  the central ``interval_width`` quantiles of the step-h errors, made non-narrowing in h, and
   beyond the calibrated steps it widens with ``sqrt(h / calibrated_steps)``. Too short for a
   holdout (under 6 holdout rows): in-sample one-step residuals widened with ``sqrt(h)``.
-- Threads: hgb runs with OpenMP limited to one thread (Spark parallelizes over partitions;
-  extra threads only contend); random_forest uses ``n_jobs=1``.
+- Threads: every family fits and predicts with BLAS and OpenMP limited to one thread (Spark
+  parallelizes over partitions; extra threads only contend: a ridge fit spent ~6x its CPU
+  time in idle BLAS threads); random_forest also uses ``n_jobs=1``.
 - Bytes: ridge keeps its coefficients (no pickle); hgb and random_forest pickle the estimator.
-  All keep only the last ``max(lags, windows)`` values of z, the scalers and the band per step.
+  All keep only the last ``max(lags, windows)`` values of z, the last max-lag values of each
+  regressor, the scalers and the band per step.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
-import pickle
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
-from manymodels.errors import ConfigError, DataError
 from manymodels.models.base import (
     FloatArray,
-    Forecaster,
     IntArray,
     Intervals,
     as_float_list,
-    band_at,
     check_choice,
     check_float,
     check_int,
     register,
-    residual_band,
-    stepwise_band,
 )
-from manymodels.models.features import (
-    calendar_features,
-    choose_lags,
-    fill_gaps,
-    lag_features,
-    recursive_features,
-    rolling_mean_features,
-)
+from manymodels.models.lagged import LagRegressor
 
 __all__ = ["HistGradientBoosting", "RandomForest", "Ridge"]
 
-MIN_TRAIN = 10
-_TWO_YEARS = pd.Timedelta(days=730)
+
+@functools.cache
+def _thread_controller() -> Any:
+    """threadpoolctl's view of the BLAS/OpenMP libraries, built once scikit-learn loaded them."""
+    importlib.import_module("sklearn.linear_model")  # loads numpy's, scipy's and sklearn's libs
+    return importlib.import_module("threadpoolctl").ThreadpoolController()  # untyped
 
 
-def _scale(values: FloatArray) -> tuple[float, float]:
-    mu = float(np.nanmean(values)) if np.isfinite(values).any() else 0.0
-    sd = float(np.nanstd(values)) if np.isfinite(values).any() else 0.0
-    if not np.isfinite(sd) or sd <= 1e-12 * max(1.0, abs(mu)):
-        sd = 1.0
-    return mu, sd
-
-
-def _one_thread() -> Any:
-    """Limit OpenMP to one thread: Spark runs one model per core, threads only contend."""
-    threadpoolctl = importlib.import_module("threadpoolctl")  # a scikit-learn dependency, untyped
-    return threadpoolctl.threadpool_limits(limits=1, user_api="openmp")
-
-
-class _LagRegressor(Forecaster):
-    """A one-step regressor on lag features, applied recursively."""
-
-    _COMMON: ClassVar[dict[str, Any]] = {
-        "n_lags": None,
-        "season_lags": 1,
-        "windows": None,
-        "yearly_order": "auto",
-    }
-
-    @classmethod
-    def _estimator_defaults(cls) -> dict[str, Any]:
-        raise NotImplementedError
-
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {**cls._COMMON, **cls._estimator_defaults()}
-
-    def _check_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        f = self.family
-        if params["n_lags"] is not None:
-            params["n_lags"] = check_int(f, "n_lags", params["n_lags"], 1)
-        params["season_lags"] = check_int(f, "season_lags", params["season_lags"], 0)
-        if params["windows"] is not None:
-            if not isinstance(params["windows"], (list, tuple)):
-                raise ConfigError(
-                    f"{f}: windows must be a list of integers, not {params['windows']!r}"
-                )
-            params["windows"] = [check_int(f, "windows", w, 1) for w in params["windows"]]
-        if params["yearly_order"] != "auto":
-            params["yearly_order"] = check_int(f, "yearly_order", params["yearly_order"], 0)
-        return self._check_estimator_params(params)
-
-    def _check_estimator_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        return params
-
-    def _n_lags(self) -> int:
-        n: int | None = self.params["n_lags"]
-        return n if n is not None else self.spec.season_length
-
-    def _windows(self) -> list[int]:
-        given: list[int] | None = self.params["windows"]
-        if given is not None:
-            return list(given)
-        m = self.spec.season_length
-        return [m] if m > 1 else []
-
-    def min_obs(self) -> int:
-        return max([self._n_lags(), *self._windows()]) + MIN_TRAIN
-
-    # ----------------------------------------------------------------- estimator hooks
-
-    def _make_estimator(self) -> Any:
-        raise NotImplementedError
-
-    def _keep(self, estimator: Any) -> None:
-        self._estimator = estimator
-
-    def _predict_batch(self, x: FloatArray) -> FloatArray:
-        return self._predictor(self._estimator)(x)
-
-    @staticmethod
-    def _predictor(estimator: Any) -> Callable[[FloatArray], FloatArray]:
-        """A fast batch predict function of a fitted estimator."""
-        return lambda x: np.asarray(estimator.predict(x), dtype="float64")
-
-    def _estimator_state(self) -> tuple[dict[str, Any], bytes]:
-        return {}, pickle.dumps(self._estimator, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def _set_estimator_state(self, state: dict[str, Any], payload: bytes) -> None:
-        self._estimator = pickle.loads(payload)  # bytes verified by loads(sha256=...)
-
-    # ----------------------------------------------------------------- fit / predict
-
-    def _recurse(
-        self, predict: Callable[[FloatArray], FloatArray], buffer: FloatArray, exog: FloatArray
-    ) -> None:
-        """Fill ``buffer[:, L:]`` step by step; ``exog`` is (series, step, calendar + regs)."""
-        start = buffer.shape[1] - exog.shape[1]
-        for h in range(exog.shape[1]):
-            lagged = recursive_features(buffer, start + h, self._lags, self._win)
-            buffer[:, start + h] = predict(np.hstack((lagged, exog[:, h])))
+class _OneThread(LagRegressor):
+    """Fit and predict with BLAS and OpenMP limited to one thread: Spark runs one model per
+    core, and more threads only contend."""
 
     def _fit(self, frame: pd.DataFrame) -> None:
-        y = frame["y"].to_numpy(dtype="float64")
-        n = y.size
-        self._mu, self._sd = _scale(y)
-        z = (fill_gaps(y) - self._mu) / self._sd
-        self._lags = choose_lags(
-            self.spec.season_length, self._n_lags(), self.params["season_lags"], n
-        )
-        self._win = self._windows()
-        order = self.params["yearly_order"]
-        if order == "auto":
-            order = 3 if frame["ds"].iloc[-1] - frame["ds"].iloc[0] >= _TWO_YEARS else 0
-        self._yearly = int(order)
-        regs = frame[list(self.spec.regressors)].to_numpy(dtype="float64")
-        scales = [_scale(regs[:, j]) for j in range(regs.shape[1])]
-        self._rmu = np.array([s[0] for s in scales], dtype="float64")
-        self._rsd = np.array([s[1] for s in scales], dtype="float64")
-        exog = np.hstack(
-            (
-                calendar_features(frame["ds"].to_numpy(), self.spec.kind, self._yearly),
-                (regs - self._rmu) / self._rsd,
-            )
-        )
-        x = np.hstack((lag_features(z, self._lags), rolling_mean_features(z, self._win), exog))
-        start = max([*self._lags, *self._win])
-        rows = np.arange(start, n)[np.isfinite(y[start:])]
-        if rows.size < MIN_TRAIN:
-            raise DataError(
-                f"{self.family}: only {rows.size} observed rows remain after the first {start} "
-                f"lags; it needs {MIN_TRAIN} — give it more history or fewer lags"
-            )
-        estimator = self._make_estimator().fit(x[rows], z[rows])
-        self._keep(estimator)
-        self._tail = z[n - start :].copy()
-        band = self._calibrate(z, np.isfinite(y), x, rows, exog, start)
-        if band is None:  # too short for a holdout: in-sample one-step residuals
-            residuals = z[rows] - self._predict_batch(x[rows])
-            lo, hi = residual_band(residuals, self.spec.interval_width)
-            band = (np.array([lo]), np.array([hi]))
-        self._lo, self._hi = band
-
-    def _calibrate(
-        self,
-        z: FloatArray,
-        observed: npt.NDArray[np.bool_],
-        x: FloatArray,
-        rows: IntArray,
-        exog: FloatArray,
-        start: int,
-    ) -> tuple[FloatArray, FloatArray] | None:
-        """Per-step-ahead residual quantiles of recursive forecasts over a time holdout.
-
-        A model fitted before the last fifth of the history forecasts recursively from every
-        origin inside that fifth, up to ``max(28, 2 * season)`` steps (at most half the holdout);
-        the band at step h is the central quantiles of the step-h errors, made non-narrowing in h.
-        """
-        n = z.size
-        n_cal = (n - start) // 5
-        first = n - n_cal
-        fit_rows = rows[rows < first]
-        if n_cal < 6 or fit_rows.size < MIN_TRAIN:
-            return None
-        horizon = max(1, min(max(28, 2 * self.spec.season_length), n_cal // 2))
-        holdout = self._make_estimator().fit(x[fit_rows], z[fit_rows])
-        origins = np.arange(first, n)
-        buffer = np.zeros((origins.size, start + horizon))
-        buffer[:, :start] = z[origins[:, None] - start + np.arange(start)[None, :]]
-        targets = origins[:, None] + np.arange(horizon)[None, :]
-        inside = np.minimum(targets, n - 1)
-        self._recurse(self._predictor(holdout), buffer, exog[inside])
-        errors = z[inside] - buffer[:, start:]
-        valid = (targets < n) & observed[inside]
-        return stepwise_band(errors, valid, self.spec.interval_width)
+        with _thread_controller().limit(limits=1):
+            super()._fit(frame)
 
     def _predict(self, frame: pd.DataFrame, steps: IntArray) -> Intervals:
-        horizon = int(steps.max())
-        grid = pd.date_range(self.last_ds, periods=horizon + 1, freq=self.spec.offset)[1:]
-        cal = calendar_features(grid.to_numpy(), self.spec.kind, self._yearly)
-        names = list(self.spec.regressors)
-        regs = np.tile(np.array([self._reg_fill[r] for r in names], dtype="float64"), (horizon, 1))
-        if names:
-            regs[steps - 1] = frame[names].to_numpy(dtype="float64")
-        exog = np.hstack((cal, (regs - self._rmu) / self._rsd))[None, :, :]
-        start = self._tail.size
-        buffer = np.concatenate((self._tail, np.zeros(horizon)))[None, :]
-        self._recurse(self._predict_batch, buffer, exog)
-        yhat = buffer[0, start + steps - 1] * self._sd + self._mu
-        lo, hi = band_at(self._lo, self._hi, steps)
-        return yhat, yhat + lo * self._sd, yhat + hi * self._sd
-
-    def _get_state(self) -> tuple[dict[str, Any], bytes]:
-        est_state, payload = self._estimator_state()
-        state = {
-            "mu": self._mu,
-            "sd": self._sd,
-            "lags": list(self._lags),
-            "windows": self._win,
-            "yearly": self._yearly,
-            "rmu": as_float_list(self._rmu),
-            "rsd": as_float_list(self._rsd),
-            "lo": as_float_list(self._lo),
-            "hi": as_float_list(self._hi),
-            "tail": as_float_list(self._tail),
-            **est_state,
-        }
-        return state, payload
-
-    def _set_state(self, state: dict[str, Any], payload: bytes) -> None:
-        self._mu, self._sd = float(state["mu"]), float(state["sd"])
-        self._lags = tuple(int(v) for v in state["lags"])
-        self._win = [int(v) for v in state["windows"]]
-        self._yearly = int(state["yearly"])
-        self._rmu = np.asarray(state["rmu"], dtype="float64")
-        self._rsd = np.asarray(state["rsd"], dtype="float64")
-        self._lo = np.asarray(state["lo"], dtype="float64")
-        self._hi = np.asarray(state["hi"], dtype="float64")
-        self._tail = np.asarray(state["tail"], dtype="float64")
-        self._set_estimator_state(state, payload)
+        with _thread_controller().limit(limits=1):
+            return super()._predict(frame, steps)
 
 
 @register
-class Ridge(_LagRegressor):
+class Ridge(_OneThread):
     """Ridge regression on lag features; the fastest family (keeps only its coefficients)."""
 
     family = "ridge"
@@ -332,7 +129,7 @@ class Ridge(_LagRegressor):
 
 
 @register
-class HistGradientBoosting(_LagRegressor):
+class HistGradientBoosting(_OneThread):
     """scikit-learn's HistGradientBoostingRegressor on lag features."""
 
     family = "hgb"
@@ -372,14 +169,6 @@ class HistGradientBoosting(_LagRegressor):
         params["random_state"] = check_int(f, "random_state", params["random_state"], 0)
         return params
 
-    def _fit(self, frame: pd.DataFrame) -> None:
-        with _one_thread():
-            super()._fit(frame)
-
-    def _predict(self, frame: pd.DataFrame, steps: IntArray) -> Intervals:
-        with _one_thread():
-            return super()._predict(frame, steps)
-
     def _make_estimator(self) -> Any:
         from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -396,7 +185,7 @@ class HistGradientBoosting(_LagRegressor):
 
 
 @register
-class RandomForest(_LagRegressor):
+class RandomForest(_OneThread):
     """scikit-learn's RandomForestRegressor on lag features (small by default; one core)."""
 
     family = "random_forest"
