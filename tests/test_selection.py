@@ -131,3 +131,15 @@ def test_gap_fills_are_not_training_data_unless_gaps_are_zero_demand(make_cfg, f
     pdf.loc[100:129, ["y", "is_filled"]] = [0.0, True]  # 30 gap rows written as zeros
     row = fit_partition(pdf, cfg).iloc[0]
     assert row["n_obs"] == n_obs and row["status"] == "ok"
+
+
+def test_presets_choose_the_families_and_the_ensemble(make_cfg) -> None:
+    fast = make_cfg("train.preset=fast").train
+    assert fast.candidate_families == ["seasonal_naive", "trend_season", "ridge"]
+    assert fast.ensemble_size == 0
+    best = make_cfg("train.preset=best").train
+    assert "prophet" in best.candidate_families and best.ensemble_size == 3
+    own = make_cfg("train.preset=best", "train.families=[mean]", "train.ensemble.top_k=0").train
+    assert own.candidate_families == ["mean"] and own.ensemble_size == 0
+    with pytest.raises(Exception, match="train.families or train.preset"):
+        make_cfg("train.preset=null")

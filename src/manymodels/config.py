@@ -83,6 +83,11 @@ class TuningConfig:
     metric: str | None = None
 
 
+#: The per-key ensemble size of each ``train.preset`` (``train.ensemble.top_k`` overrides it).
+#: Off in fast and balanced: on Rossmann (120 stores) the median of the top 3 raised RMSPE from
+#: 0.134 to 0.152, its members (chosen on the same windows) looking better than they forecast.
+PRESET_ENSEMBLE: dict[str, int] = {"fast": 0, "balanced": 0, "best": 3}
+
 #: The candidate families of each ``train.preset`` (``train.families`` overrides them).
 PRESETS: dict[str, tuple[str, ...]] = {
     "fast": ("seasonal_naive", "trend_season", "ridge"),
@@ -104,9 +109,10 @@ PRESETS: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class EnsembleConfig:
-    """The per-key ensemble candidate: the top-k candidates on the selection windows."""
+    """The per-key ensemble candidate: the top-k candidates on the selection windows
+    (``top_k`` null: the preset's; 0: no ensemble)."""
 
-    top_k: int = 3
+    top_k: int | None = None
     method: Literal["median", "mean"] = "median"
 
 
@@ -143,6 +149,13 @@ class TrainConfig:
         if self.preset is None:
             raise ConfigError("set train.families or train.preset (fast, balanced or best)")
         return list(PRESETS[self.preset])
+
+    @property
+    def ensemble_size(self) -> int:
+        """``ensemble.top_k`` when given, else the preset's (0 without a preset)."""
+        if self.ensemble.top_k is not None:
+            return self.ensemble.top_k
+        return PRESET_ENSEMBLE[self.preset] if self.preset is not None else 0
 
 
 @dataclass
@@ -421,7 +434,7 @@ def _check(cfg: Config) -> None:
         raise ConfigError("config key train.families must name at least one model family")
     if t.families is None and t.preset is None:
         raise ConfigError("set train.families or train.preset (fast, balanced or best)")
-    if t.ensemble.top_k < 0:
+    if t.ensemble.top_k is not None and t.ensemble.top_k < 0:
         raise ConfigError(
             "config key train.ensemble.top_k must be 0 (no ensemble) or more, "
             f"got {t.ensemble.top_k}"

@@ -199,8 +199,8 @@ def select(
     good = [c for c in candidates if c.ok and math.isfinite(score_of(c.selection, t.select_metric))]
     good.sort(key=lambda c: score_of(c.selection, t.select_metric))
     pool = list(good)
-    if t.ensemble.top_k >= 2 and len(good) >= 2:
-        ens = _ensemble(good[: t.ensemble.top_k], t.ensemble.method)
+    if t.ensemble_size >= 2 and len(good) >= 2:
+        ens = _ensemble(good[: t.ensemble_size], t.ensemble.method)
         assert ens.predictions is not None
         ens.selection = _metrics(ens.predictions, history, sel_w, m)
         ens.holdout = _metrics(ens.predictions, history, hold_w, m)
