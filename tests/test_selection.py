@@ -141,5 +141,5 @@ def test_presets_choose_the_families_and_the_ensemble(make_cfg) -> None:
     assert "prophet" in best.candidate_families and best.ensemble_size == 3
     own = make_cfg("train.preset=best", "train.families=[mean]", "train.ensemble.top_k=0").train
     assert own.candidate_families == ["mean"] and own.ensemble_size == 0
-    with pytest.raises(Exception, match="train.families or train.preset"):
+    with pytest.raises(Exception, match=r"train\.families or train\.preset"):
         make_cfg("train.preset=null")
