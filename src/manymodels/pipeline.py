@@ -17,9 +17,8 @@ log = logging.getLogger(__name__)
 #: regressors and fast model settings so the whole run stays short on two cores.
 DEMO_OVERRIDES = (
     "data.regressors=[price, promo]",
-    "train.families=[ridge, seasonal_naive]",
+    "train.preset=fast",
     "train.horizon=28",
-    "train.n_windows=1",
 )
 
 DEMO_STEPS = ("generate", "ingest", "clean", "train", "promote", "score", "report")
