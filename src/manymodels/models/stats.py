@@ -10,7 +10,7 @@
 - auto_ets: AutoETS over ``model`` (default "ZZZ"); seasonal (period ``spec.season_length``)
   only when the window holds two full seasons, otherwise non-seasonal (its third letter
   becomes N). Needs 7 observed periods (statsforecast refuses shorter series).
-- auto_arima: AutoARIMA with the spec's regressors (future values from the predict frame;
+- auto_arima: AutoARIMA with the regressors known ahead (future values from the predict frame;
   regressors constant over the window are dropped). Kept fast: CSS approximation during the
   search (ML refit of the winner), a stepwise search of at most ``nmodels=15`` models with
   p, q <= 2 and P, Q <= 1, and the window above. Seasons longer than 24 periods (weekly data)
@@ -242,7 +242,7 @@ class AutoARIMA(_StatsFamily):
         return params
 
     def min_obs(self) -> int:
-        return 4 + len(self.spec.regressors)
+        return 4 + len(self.spec.future_regressors)
 
     def _fourier(self, t: FloatArray) -> FloatArray:
         k = np.arange(1, self._k + 1, dtype="float64")
@@ -262,7 +262,7 @@ class AutoARIMA(_StatsFamily):
         y = self._span_y(span)
         n = y.size
         first = span.start + span.y.size - n  # frame row of y[0]
-        names = list(self.spec.regressors)
+        names = list(self.spec.future_regressors)  # the others have no future values
         regs = frame[names].to_numpy(dtype="float64")
         window = regs[first : first + n]
         self._regs = [c for j, c in enumerate(names) if np.ptp(window[:, j]) > 0]
