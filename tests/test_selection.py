@@ -135,7 +135,7 @@ def test_gap_fills_are_not_training_data_unless_gaps_are_zero_demand(make_cfg, f
 
 def test_presets_choose_the_families_and_the_ensemble(make_cfg) -> None:
     fast = make_cfg("train.preset=fast").train
-    assert fast.candidate_families == ["seasonal_naive", "trend_season", "ridge"]
+    assert fast.candidate_families == ["trend_season", "seasonal_naive", "ridge"]
     assert fast.ensemble_size == 0
     best = make_cfg("train.preset=best").train
     assert "prophet" in best.candidate_families and best.ensemble_size == 3
@@ -143,3 +143,25 @@ def test_presets_choose_the_families_and_the_ensemble(make_cfg) -> None:
     assert own.candidate_families == ["mean"] and own.ensemble_size == 0
     with pytest.raises(Exception, match=r"train\.families or train\.preset"):
         make_cfg("train.preset=null")
+
+
+def test_another_family_must_beat_the_first_listed_by_the_margin(make_cfg) -> None:
+    history = series()
+    spec = ForecastSpec("D", 7, holidays_country="US", transform="auto")
+
+    def chosen(margin: float) -> tuple[str, dict[str, float]]:
+        cfg = make_cfg(
+            "train.families=[seasonal_naive, trend_season, ridge]",
+            "train.horizon=14",
+            f"train.select_margin={margin}",
+        )
+        sel = selection.select(spec, history[["ds", "y"]], cfg.train, len(history), 0)
+        scores = {c.family: selection.score_of(c.selection, "wape") for c in sel.candidates}
+        assert sel.best is not None
+        return sel.best.family, scores
+
+    family, scores = chosen(0.0)
+    assert family == min(scores, key=scores.__getitem__) != "seasonal_naive"
+    gain = 1.0 - scores[family] / scores["seasonal_naive"]
+    assert chosen(gain / 2)[0] == family  # better by more than the margin: chosen
+    assert chosen(min(gain * 2, 0.99))[0] == "seasonal_naive"  # not by enough: the first stays

@@ -90,11 +90,11 @@ PRESET_ENSEMBLE: dict[str, int] = {"fast": 0, "balanced": 0, "best": 3}
 
 #: The candidate families of each ``train.preset`` (``train.families`` overrides them).
 PRESETS: dict[str, tuple[str, ...]] = {
-    "fast": ("seasonal_naive", "trend_season", "ridge"),
-    "balanced": ("seasonal_naive", "trend_season", "ridge", "auto_ets", "auto_theta", "tsb"),
+    "fast": ("trend_season", "seasonal_naive", "ridge"),
+    "balanced": ("trend_season", "seasonal_naive", "ridge", "auto_ets", "auto_theta", "tsb"),
     "best": (
-        "seasonal_naive",
         "trend_season",
+        "seasonal_naive",
         "ridge",
         "auto_ets",
         "auto_theta",
@@ -125,6 +125,7 @@ class TrainConfig:
     transform: Literal["none", "log1p", "boxcox", "auto"] = "auto"
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     select_metric: str = "wape"
+    select_margin: float = 0.05
     horizon: int = 28
     n_windows: int = 3
     step: int | None = None
@@ -426,6 +427,10 @@ def _check(cfg: Config) -> None:
         )
     if t.step is not None and t.step < 1:
         raise ConfigError(f"config key train.step must be at least 1, got {t.step}")
+    if not 0.0 <= t.select_margin < 1.0:
+        raise ConfigError(
+            f"config key train.select_margin must lie in [0, 1), got {t.select_margin}"
+        )
     if not 0.0 <= t.max_failed_fraction <= 1.0:
         raise ConfigError("config key train.max_failed_fraction must lie between 0 and 1")
     if not 0.0 < t.interval_width < 1.0:

@@ -207,6 +207,12 @@ def select(
         candidates.append(ens)
         pool.append(ens)
     best = min(pool, key=lambda c: score_of(c.selection, t.select_metric)) if pool else None
+    anchor = next((c for c in good if c.family == t.candidate_families[0]), None)
+    if best is not None and anchor is not None and best is not anchor:
+        base = score_of(anchor.selection, t.select_metric)
+        need = base - t.select_margin * abs(base)
+        if score_of(best.selection, t.select_metric) > need:
+            best = anchor  # not better by the margin: the first-listed family stays
     holdout = {c.family: c.holdout for c in runs if c.ok}
     return Selection(best, baseline, candidates, ineligible, honest, holdout)
 
