@@ -239,16 +239,24 @@ def calendar_features(ds: npt.NDArray[np.datetime64], kind: str, yearly_order: i
 
 
 def month_one_hot(ds: npt.NDArray[np.datetime64]) -> FloatArray:
-    """Months February..December as 0/1 columns (January is the reference)."""
+    """Months January..December as twelve 0/1 columns."""
     months = ds.astype("datetime64[M]").astype("int64") % 12  # January = 0
-    return (months[:, None] == np.arange(1, 12)[None, :]).astype("float64")
+    return (months[:, None] == np.arange(12)[None, :]).astype("float64")
 
 
 def calendar_terms(ds: pd.DatetimeIndex, kind: str, yearly_order: int, months: bool) -> FloatArray:
-    """``calendar_features`` plus month-of-year one-hot terms: always for monthly data (they
-    are its season), and for daily and weekly data when ``months`` is set."""
+    """Every level of each calendar factor as its own 0/1 column (no reference level, so a
+    penalized fit shrinks each toward the average, not toward one chosen level): weekday for
+    daily and hourly data, hour for hourly data, month of year for monthly data (its season)
+    and, when ``months`` is set, for daily and weekly data; then yearly Fourier terms."""
     values = ds.to_numpy().astype("datetime64[ns]")
-    parts = [calendar_features(values, kind, yearly_order)]
+    parts = [yearly_fourier(values, yearly_order)]
+    if kind in ("D", "H"):
+        dow = (values.astype("datetime64[D]").astype("int64") + 3) % 7  # Monday = 0
+        parts.append((dow[:, None] == np.arange(7)[None, :]).astype("float64"))
+    if kind == "H":
+        hour = values.astype("datetime64[h]").astype("int64") % 24
+        parts.append((hour[:, None] == np.arange(24)[None, :]).astype("float64"))
     if kind == "M" or (months and kind in ("D", "W")):
         parts.append(month_one_hot(values))
     return np.hstack(parts)

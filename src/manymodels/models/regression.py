@@ -12,6 +12,9 @@ not compound. With ``train.transform`` (auto, log1p, Box-Cox) it is a multiplica
   weekly data, ``holidays``); the future regressors at t, for daily data also by weekday
   (``weekday_effects``: a promotion may lift Mondays more than Saturdays), and every
   regressor's configured lags and leads.
+- Level breaks: a run of at least ``break_gap`` missing periods inside the history (``auto``:
+  28 days, 8 weeks, 3 months) starts a new level: a step term from the first observation
+  after it (a store closed for refurbishment rarely reopens at its old level).
 - Fitting: ridge (``alpha``) on standardized terms, the rows weighted by recency with a half
   life of ``half_life`` periods (``auto``: one year of periods; null: equal weights) so the
   level and trend follow the recent past. Rows with a missing target are not fitted. The
@@ -50,6 +53,8 @@ _PERIODS_PER_YEAR = {"D": 365.25, "W": 52.18, "M": 12.0, "H": 8766.0}
 #: Yearly Fourier order with a year of history: weekly data has no weekday terms, so its
 #: yearly shape (holiday peaks) needs more harmonics; daily data has month terms beside.
 _AUTO_ORDER = {"D": 4, "W": 10}
+#: ``break_gap: auto``: a run of missing periods this long starts a new level.
+_AUTO_BREAK_GAP = {"D": 28, "W": 8, "M": 3, "H": 168}
 
 
 @register
@@ -69,6 +74,8 @@ class TrendSeason(Forecaster):
             "holidays": True,
             "weekday_effects": True,
             "trend_alpha": 0.25,
+            "break_gap": "auto",
+            "prior_count": 3.0,
         }
 
     @classmethod
@@ -90,12 +97,19 @@ class TrendSeason(Forecaster):
         check_choice(f, "holidays", params["holidays"], [True, False])
         check_choice(f, "weekday_effects", params["weekday_effects"], [True, False])
         params["trend_alpha"] = check_float(f, "trend_alpha", params["trend_alpha"], 0.0)
+        params["prior_count"] = check_float(f, "prior_count", params["prior_count"], 0.0)
+        if params["break_gap"] not in ("auto", None):
+            params["break_gap"] = check_int(f, "break_gap", params["break_gap"], 2)
         if params["yearly_order"] != "auto":
             params["yearly_order"] = check_int(f, "yearly_order", params["yearly_order"], 0)
         return params
 
     def min_obs(self) -> int:
         return max(self.spec.season_length + 2, 8)
+
+    def _break_gap(self) -> int | None:
+        gap = self.params["break_gap"]
+        return _AUTO_BREAK_GAP.get(self.spec.kind) if gap == "auto" else gap
 
     # ----------------------------------------------------------------- terms
 
@@ -114,9 +128,11 @@ class TrendSeason(Forecaster):
         if self.params["weekday_effects"] and self.spec.kind == "D" and n_known:
             # a promotion (or any regressor known ahead) may lift Mondays more than Saturdays
             weekday = ds.dayofweek.to_numpy()
-            days = (weekday[:, None] == np.arange(1, 7)[None, :]).astype("float64")
+            days = (weekday[:, None] == np.arange(7)[None, :]).astype("float64")
             known = regs[:, :n_known]
             parts.append((known[:, :, None] * days[:, None, :]).reshape(len(ds), -1))
+        if self._breaks:  # a new level after each long gap (a refurbishment, a relocation)
+            parts.append((t[:, None] >= np.asarray(self._breaks)[None, :]).astype("float64"))
         return np.hstack(parts)
 
     def _regressor_terms(self, values: FloatArray, start: int, stop: int) -> FloatArray:
@@ -147,6 +163,7 @@ class TrendSeason(Forecaster):
         self._holidays = bool(
             self.params["holidays"] and self.spec.holidays_country and self.spec.kind in ("D", "W")
         )
+        self._breaks = _level_breaks(y, self._break_gap())
         names = list(self.spec.regressors)
         values = frame[names].to_numpy(dtype="float64") if names else np.empty((n, 0))
         x = self._design(ds, np.arange(n, dtype="float64"), self._regressor_terms(values, 0, n))
@@ -163,9 +180,14 @@ class TrendSeason(Forecaster):
         self._ymu = float(np.average(yw, weights=w))
         xs = (xw - self._xmu) / self._xsd
         penalty = np.full(xs.shape[1], float(self.params["alpha"]))
+        # 0/1 terms (weekdays, months, holidays, flags) are shrunk as if each had
+        # ``prior_count`` more periods of no effect: a month seen on 4 odd days stays small
+        indicator = np.all((xw == 0.0) | (xw == 1.0), axis=0)
+        prior = float(self.params["prior_count"]) * float(w.mean())
+        penalty = np.where(indicator, np.maximum(penalty, prior / self._xsd**2), penalty)
         if self.params["trend"] == "linear":  # the trend column: after calendar and holidays
-            calendar = self._design(ds[:1], np.zeros(1), np.empty((1, 0))).shape[1] - 1
-            penalty[calendar] = float(self.params["trend_alpha"]) * w.sum()
+            calendar = calendar_terms(ds[:1], self.spec.kind, self._yearly, self.params["months"])
+            penalty[calendar.shape[1] + int(self._holidays)] = self.params["trend_alpha"] * w.sum()
         gram = (xs * w[:, None]).T @ xs + np.diag(penalty)
         self._coef = np.linalg.solve(gram, (xs * w[:, None]).T @ (yw - self._ymu))
         residuals = yw - (xs @ self._coef + self._ymu)
@@ -197,6 +219,7 @@ class TrendSeason(Forecaster):
         state = {
             "yearly": self._yearly,
             "holidays": self._holidays,
+            "breaks": list(self._breaks),
             "xmu": as_float_list(self._xmu),
             "xsd": as_float_list(self._xsd),
             "ymu": self._ymu,
@@ -212,6 +235,7 @@ class TrendSeason(Forecaster):
     def _set_state(self, state: dict[str, Any], payload: bytes) -> None:
         self._yearly = int(state["yearly"])
         self._holidays = bool(state["holidays"])
+        self._breaks = [int(b) for b in state.get("breaks", [])]
         self._xmu = np.asarray(state["xmu"], dtype="float64")
         self._xsd = np.asarray(state["xsd"], dtype="float64")
         self._ymu = float(state["ymu"])
@@ -233,3 +257,15 @@ def _weighted_band(residuals: FloatArray, weights: FloatArray, width: float) -> 
     lo = float(np.interp((1.0 - width) / 2.0, cum, r))
     hi = float(np.interp((1.0 + width) / 2.0, cum, r))
     return min(lo, 0.0), max(hi, 0.0)
+
+
+def _level_breaks(y: FloatArray, min_gap: int | None) -> list[int]:
+    """Positions of the first observation after each run of at least ``min_gap`` missing
+    periods inside the history (none before the first observation)."""
+    if min_gap is None:
+        return []
+    observed = np.flatnonzero(np.isfinite(y))
+    if observed.size < 2:
+        return []
+    jumps = np.flatnonzero(np.diff(observed) > min_gap)
+    return [int(observed[j + 1]) for j in jumps]
