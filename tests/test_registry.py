@@ -335,7 +335,8 @@ def test_real_baseline_models_round_trip(cfg: Config, monkeypatch: pytest.Monkey
     models_pkg = pytest.importorskip("manymodels.models")
     if not all(hasattr(models_pkg, n) for n in ("dumps", "loads", "sha256_hex")):
         pytest.skip("manymodels.models is not complete yet")
-    from manymodels.models.base import ForecastSpec, get_family
+    from manymodels.models.base import get_family
+    from manymodels.models.spec import ForecastSpec
 
     monkeypatch.setattr(registry, "_load_forecaster", models_pkg.loads)
     history = pd.DataFrame({"ds": pd.date_range("2024-01-01", periods=60, freq="D")})

@@ -13,8 +13,8 @@ from hyperopt import hp
 from manymodels.backtest import backtest
 from manymodels.errors import ConfigError
 from manymodels.models import ForecastSpec, get_family
-from manymodels.models.base import IntArray, Intervals
 from manymodels.models.baselines import Naive
+from manymodels.models.spec import IntArray, Intervals
 from manymodels.tuning import tune
 
 SPEC = ForecastSpec("D", 7)

@@ -22,7 +22,8 @@ import pandas as pd
 
 from manymodels.backtest import METRICS, backtest
 from manymodels.errors import ConfigError, ModelError
-from manymodels.models.base import Forecaster, ForecastSpec
+from manymodels.models.base import Forecaster
+from manymodels.models.spec import ForecastSpec
 
 __all__ = ["TuneResult", "tune"]
 

@@ -9,17 +9,9 @@ from manymodels.models import (  # noqa: F401  (registers the families)
     sklearn,
     stats,
 )
-from manymodels.models.base import (
-    FAMILIES,
-    Forecaster,
-    ForecastSpec,
-    RegressorOption,
-    dumps,
-    get_family,
-    loads,
-    read_header,
-    sha256_hex,
-)
+from manymodels.models.base import FAMILIES, Forecaster, get_family
+from manymodels.models.serialize import dumps, loads, read_header, sha256_hex
+from manymodels.models.spec import ForecastSpec, RegressorOption
 
 __all__ = [
     "FAMILIES",

@@ -19,17 +19,10 @@ import numpy as np
 import pandas as pd
 
 from manymodels.errors import ConfigError
-from manymodels.models.base import (
-    FloatArray,
-    Forecaster,
-    IntArray,
-    Intervals,
-    as_float_list,
-    band_at,
-    register,
-    residual_band,
-    stepwise_band,
-)
+from manymodels.models.bands import band_at, residual_band, stepwise_band
+from manymodels.models.base import Forecaster, register
+from manymodels.models.serialize import as_float_list
+from manymodels.models.spec import FloatArray, IntArray, Intervals
 
 __all__ = ["Mean", "Naive", "SeasonalNaive"]
 

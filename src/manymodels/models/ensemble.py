@@ -19,17 +19,10 @@ import numpy as np
 import pandas as pd
 
 from manymodels.errors import ConfigError
-from manymodels.models.base import (
-    Forecaster,
-    ForecastSpec,
-    IntArray,
-    Intervals,
-    check_choice,
-    dumps,
-    get_family,
-    loads,
-    register,
-)
+from manymodels.models.base import Forecaster, get_family, register
+from manymodels.models.params import check_choice
+from manymodels.models.serialize import dumps, loads
+from manymodels.models.spec import ForecastSpec, IntArray, Intervals
 
 __all__ = ["Ensemble", "combine"]
 

@@ -18,7 +18,7 @@ import pandas as pd
 from manymodels.errors import ConfigError
 
 if TYPE_CHECKING:
-    from manymodels.models.base import RegressorOption
+    from manymodels.models.spec import RegressorOption
 
 __all__ = [
     "Scalers",

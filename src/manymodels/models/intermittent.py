@@ -33,18 +33,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from manymodels.models.base import (
-    FloatArray,
-    Forecaster,
-    IntArray,
-    Intervals,
-    as_float_list,
-    band_at,
-    check_float,
-    register,
-    residual_band,
-    stepwise_band,
-)
+from manymodels.models.bands import band_at, residual_band, stepwise_band
+from manymodels.models.base import Forecaster, register
+from manymodels.models.params import check_float
+from manymodels.models.serialize import as_float_list
+from manymodels.models.spec import FloatArray, IntArray, Intervals
 from manymodels.models.statsforecast import fit_failed, quiet_one_thread, sf_models
 
 __all__ = ["ADIDA", "IMAPA", "TSB", "Croston"]

@@ -10,17 +10,8 @@ import numpy as np
 import pandas as pd
 
 from manymodels.errors import ConfigError, DataError
-from manymodels.models.base import (
-    FloatArray,
-    Forecaster,
-    IntArray,
-    Intervals,
-    as_float_list,
-    band_at,
-    check_int,
-    residual_band,
-    stepwise_band,
-)
+from manymodels.models.bands import band_at, residual_band, stepwise_band
+from manymodels.models.base import Forecaster
 from manymodels.models.features import (
     Scalers,
     calendar_features,
@@ -33,6 +24,9 @@ from manymodels.models.features import (
     regressor_layout,
     shifted_columns,
 )
+from manymodels.models.params import check_int
+from manymodels.models.serialize import as_float_list
+from manymodels.models.spec import FloatArray, IntArray, Intervals
 
 __all__ = ["MIN_TRAIN", "LagRegressor"]
 

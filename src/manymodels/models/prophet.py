@@ -32,15 +32,9 @@ import numpy as np
 import pandas as pd
 
 from manymodels.errors import ConfigError, ModelError
-from manymodels.models.base import (
-    Forecaster,
-    IntArray,
-    Intervals,
-    check_choice,
-    check_float,
-    check_int,
-    register,
-)
+from manymodels.models.base import Forecaster, register
+from manymodels.models.params import check_choice, check_float, check_int
+from manymodels.models.spec import IntArray, Intervals
 
 __all__ = ["ProphetForecaster"]
 

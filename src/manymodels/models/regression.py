@@ -34,18 +34,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from manymodels.models.base import (
-    FloatArray,
-    Forecaster,
-    IntArray,
-    Intervals,
-    as_float_list,
-    check_choice,
-    check_float,
-    check_int,
-    register,
-)
+from manymodels.models.base import Forecaster, register
 from manymodels.models.features import calendar_terms, holiday_flags
+from manymodels.models.params import check_choice, check_float, check_int
+from manymodels.models.serialize import as_float_list
+from manymodels.models.spec import FloatArray, IntArray, Intervals
 
 __all__ = ["TrendSeason"]
 

@@ -44,17 +44,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from manymodels.models.base import (
-    FloatArray,
-    IntArray,
-    Intervals,
-    as_float_list,
-    check_choice,
-    check_float,
-    check_int,
-    register,
-)
+from manymodels.models.base import register
 from manymodels.models.lagged import LagRegressor
+from manymodels.models.params import check_choice, check_float, check_int
+from manymodels.models.serialize import as_float_list
+from manymodels.models.spec import FloatArray, IntArray, Intervals
 
 __all__ = ["HistGradientBoosting", "RandomForest", "Ridge"]
 

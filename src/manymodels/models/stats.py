@@ -48,15 +48,9 @@ import numpy as np
 import pandas as pd
 
 from manymodels.errors import ConfigError
-from manymodels.models.base import (
-    FloatArray,
-    Forecaster,
-    IntArray,
-    Intervals,
-    check_choice,
-    check_int,
-    register,
-)
+from manymodels.models.base import Forecaster, register
+from manymodels.models.params import check_choice, check_int
+from manymodels.models.spec import FloatArray, IntArray, Intervals
 from manymodels.models.statsforecast import (
     Span,
     decode_tree,

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from manymodels.errors import ModelError
-from manymodels.models.base import FloatArray, IntArray
+from manymodels.models.spec import FloatArray, IntArray
 
 __all__ = [
     "Span",
