@@ -27,7 +27,7 @@ import pandas as pd
 from manymodels.backtest import METRICS, backtest
 from manymodels.config import Config, TrainConfig
 from manymodels.models import ForecastSpec, RegressorOption, dumps, get_family, sha256_hex
-from manymodels.selection import BASELINE, error_text, select
+from manymodels.selection import BASELINE, error_text, json_default, select
 
 __all__ = [
     "CHAMPION_COLUMNS",
@@ -237,7 +237,7 @@ def _champion_into(
         family = get_family(str(family_name))
         params = json.loads(pdf["_champion_params"].iloc[0] or "{}")
         bt = backtest(lambda: family(spec, params), history, t.horizon, 1)
-        row["champion_metrics"] = json.dumps(dict(bt.metrics), default=_json_default)
+        row["champion_metrics"] = json.dumps(dict(bt.metrics), default=json_default)
     except Exception as exc:
         row["champion_metrics"] = json.dumps({"error": error_text(exc)})
 
@@ -290,15 +290,7 @@ def _refit(
     blob = dumps(model)
     row.update(
         family=name,
-        params=json.dumps(dict(model.params), default=_json_default, sort_keys=True),
+        params=json.dumps(dict(model.params), default=json_default, sort_keys=True),
         model=blob,
         model_sha256=sha256_hex(blob),
     )
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    return str(value)

@@ -71,7 +71,7 @@ class Selection:
             )
         for name, reason in self.ineligible.items():
             out[name] = {"skipped": reason}
-        return json.dumps(out, default=_json_default, allow_nan=True, sort_keys=True)
+        return json.dumps(out, default=json_default, allow_nan=True, sort_keys=True)
 
 
 def error_text(exc: BaseException) -> str:
@@ -217,7 +217,8 @@ def select(
     return Selection(best, baseline, candidates, ineligible, honest, holdout)
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """Numpy scalars as plain numbers for ``json.dumps`` (anything else as text)."""
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):
