@@ -334,7 +334,9 @@ def parse_configs(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     return out or [("default", []), *((p, [f"train.preset={p}"]) for p in DEFAULT_PRESETS)]
 
 
-def run_dataset(ds: Dataset, configs: list[Any], args: argparse.Namespace) -> list[dict]:
+def run_dataset(
+    ds: Dataset, configs: list[Any], args: argparse.Namespace, rows: list, save: Any
+) -> None:
     from manymodels.errors import ConfigError
 
     train, test = split(ds, ds.frame)
@@ -346,7 +348,6 @@ def run_dataset(ds: Dataset, configs: list[Any], args: argparse.Namespace) -> li
     if ds.name == "rossmann":
         print("  StateHoliday encoded as 0/1 'is a state holiday' (no categorical regressors)")
     base = {"dataset": ds.name, "metric": ds.metric, "keys": n_keys, "rows": len(test)}
-    rows = []
     for name, build in references(ds):
         t0, c0 = time.perf_counter(), time.process_time()
         forecast = build(train, test)
@@ -366,6 +367,7 @@ def run_dataset(ds: Dataset, configs: list[Any], args: argparse.Namespace) -> li
             print(f"  clean_frame: {note} ({time.perf_counter() - t0:.1f} s)")
         res = run_library(ds, cfg, test, args)
         rows.append({**base, "config": name, "kind": "library", "overrides": overrides, **res})
+        save()  # a run stopped midway keeps the rows it finished
         print(
             f"  {name}: {ds.metric}={res['value']:.4g}, keys without forecast "
             f"{res['keys_without_forecast']}, status {res['status']}, families "
@@ -374,7 +376,6 @@ def run_dataset(ds: Dataset, configs: list[Any], args: argparse.Namespace) -> li
         )
         for example in res["examples"]:
             print(f"    e.g. {example}")
-    return rows
 
 
 def print_table(name: str, rows: list[dict[str, Any]]) -> None:
@@ -429,18 +430,23 @@ def main(argv: list[str] | None = None) -> None:
         print(f"library at {subprocess.run(git, capture_output=True, text=True).stdout.strip()}")
     names = ["store_item", "rossmann"] if args.dataset == "all" else [args.dataset]
     tables: dict[str, list[dict[str, Any]]] = {}
+
+    def save() -> None:
+        if args.json is not None:
+            flat = [r for rs in tables.values() for r in rs]
+            args.json.write_text(json.dumps(flat, indent=1, default=str))
+
     for name in names:
         fill = fill_policy() if name == "rossmann" else ""
         ds = load(name, args.data, fill)
         if args.keys is not None:
             chosen = ds.frame[ds.keys].drop_duplicates().sort_values(ds.keys).head(args.keys)
             ds.frame = ds.frame.merge(chosen, on=ds.keys, how="inner")
-        tables[name] = run_dataset(ds, configs, args)
+        tables[name] = []
+        run_dataset(ds, configs, args, tables[name], save)
     for name, rows in tables.items():
         print_table(name, rows)
-    if args.json is not None:
-        flat = [r for rs in tables.values() for r in rs]
-        args.json.write_text(json.dumps(flat, indent=1, default=str))
+    save()
     print()
     for name, rows in tables.items():
         print(headline(name, rows))
