@@ -41,18 +41,26 @@ def make_cfg(tmp_path: Path) -> Any:
     return make
 
 
+#: ``MANYMODELS_TEST_SPARK=connect`` runs the Spark tests against a local Spark Connect server
+#: (``SparkSession.builder.remote("local[2]")``), as Databricks serverless and shared clusters
+#: run Python; anything else runs them on a classic local session.
+CONNECT = os.environ.get("MANYMODELS_TEST_SPARK", "classic") == "connect"
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from manymodels.spark import get_spark
 
     warehouse = tmp_path_factory.mktemp("warehouse")
-    session = get_spark(
-        "local[2]",
-        conf={
-            "spark.sql.shuffle.partitions": "4",
-            "spark.sql.warehouse.dir": str(warehouse),
-            "spark.default.parallelism": "2",
-        },
-    )
+    conf = {
+        "spark.sql.shuffle.partitions": "4",
+        "spark.sql.warehouse.dir": str(warehouse),
+        "spark.default.parallelism": "2",
+    }
+    if CONNECT:
+        os.environ["MANYMODELS_SPARK_REMOTE"] = "local[2]"
+    session = get_spark("local[2]", conf=conf)
+    if CONNECT:
+        assert type(session).__module__.startswith("pyspark.sql.connect")
     yield session
     session.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 # The step functions share their names with their modules (manymodels.train is both), so they
 # are imported here eagerly: a lazy attribute would be shadowed by the submodule on first import.
 # None of them imports pyspark or mlflow at module level, so this starts nothing.
+from manymodels.api import fit, forecast
 from manymodels.clean import clean
 from manymodels.config import Config, load_config
 from manymodels.datasets import generate_demand, load_store_item_demand
@@ -19,6 +20,7 @@ from manymodels.errors import (
 )
 from manymodels.ingest import ingest
 from manymodels.partition import fit_partition
+from manymodels.progress import Progress
 from manymodels.promote import promote
 from manymodels.registry import load_model_set
 from manymodels.report import write_report
@@ -35,11 +37,14 @@ __all__ = [
     "DataError",
     "ManyModelsError",
     "ModelError",
+    "Progress",
     "SetupError",
     "TableError",
     "ThresholdError",
     "clean",
+    "fit",
     "fit_partition",
+    "forecast",
     "generate_demand",
     "get_spark",
     "ingest",

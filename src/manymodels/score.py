@@ -34,17 +34,19 @@ import pandas as pd
 from manymodels.config import Config
 from manymodels.errors import ConfigError, ModelError, ThresholdError
 from manymodels.periods import grid_neighbours, on_grid
+from manymodels.progress import ProgressCallback, StageProgress
 from manymodels.score_udf import (
     BEHIND,
     ERROR,
     LAST_DS,
+    forecast_stage,
     future_frame,
     models_frame,
     output_schema,
     predict_partition,
     score_udf,
 )
-from manymodels.spark import spark_of
+from manymodels.spark import default_parallelism, spark_of
 from manymodels.tables import TableStore, open_store
 
 if TYPE_CHECKING:
@@ -60,8 +62,9 @@ log = logging.getLogger(__name__)
 PREDICTIONS_TABLE = "predictions"
 SUMMARY_TABLE = "forecast_summary"
 FAILURES_TABLE = "score_failures"
+#: Each scoring job's raw output (forecasts, errors, staleness) of its last run.
+OUTPUT_TABLE = "score_output"
 SILVER_TABLE = "sales"
-_CALL = "_mm_call"
 #: Rows of the stale-key tables logged to the scoring run (the largest staleness first).
 _TABLE_ROWS = 10_000
 
@@ -166,6 +169,7 @@ def score(
     job: str | None = None,
     store: TableStore | None = None,
     origin: str | date | datetime | pd.Timestamp | None = None,
+    progress: ProgressCallback | None = None,
 ) -> ScoreResult:
     """Forecast every key of the champion set (or ``alias``/``version``) into gold.predictions:
     the ``horizon`` periods after ``origin`` (default: each key's last observation)."""
@@ -175,7 +179,6 @@ def score(
     from pyspark.sql import functions as F
 
     from manymodels import registry
-    from manymodels.train import _no_coalescing
 
     job = job or cfg.score.job
     spark = spark_of(spark=spark)
@@ -200,23 +203,27 @@ def score(
             )
         future = future_frame(spark, store, cfg, models.select(*keys))
         schema = output_schema([f for f in silver_keys.schema.fields])
+        tracker = StageProgress(spark, "score", len(manifest), 1, progress)
         fn = score_udf(
-            cfg, horizon, at, model_set.version, run.run_id, job, scored_at, schema.fieldNames()
+            cfg,
+            horizon,
+            at,
+            model_set.version,
+            run.run_id,
+            job,
+            scored_at,
+            schema.fieldNames(),
+            tracker.counters,
         )
-        n_tasks = max(1, min(len(manifest), 2 * spark.sparkContext.defaultParallelism))
-        # Keys go to Python a few dozen per call: Spark's fixed cost per group is paid once
-        # per call, while each key is still forecast alone.
-        n_calls = max(n_tasks, -(-len(manifest) // max(1, cfg.score.keys_per_call)))
-        call = F.pmod(F.xxhash64(*keys), F.lit(n_calls)).alias(_CALL)
-        out = (
-            models.select("*", call)
-            .repartition(n_tasks, _CALL)
-            .groupBy(_CALL)
-            .cogroup(future.select("*", call).groupBy(_CALL))
-            .applyInPandas(fn, schema=schema)
-        )
-        with _no_coalescing(spark):
-            out = out.localCheckpoint(eager=True)
+        n_tasks = 2 * default_parallelism(spark)
+        out = forecast_stage(models, future, cfg, fn, schema, n_tasks)
+        tracker.tasks = max(1, min(len(manifest), n_tasks))
+        # The forecasts are computed once, into gold.score_output (this job's rows), and every
+        # count, check and table below reads them back from there.
+        output_ref = store.ref("gold", OUTPUT_TABLE)
+        with tracker:
+            store.replace_where(output_ref, out, {"scoring_job": job})
+        out = store.read_spark(spark, output_ref).where(F.col("scoring_job") == job)
         failures = out.where(F.col(ERROR).isNotNull()).select(
             *keys,
             "model_run_id",
@@ -227,6 +234,7 @@ def score(
             "scored_at",
         )
         n_failed = failures.count()
+        tracker.finish(len(manifest) - n_failed, n_failed)
         n_keys = len(manifest)
         no_model = silver_keys.join(models.select(*keys), keys, "left_anti")
         n_no_model = no_model.count()

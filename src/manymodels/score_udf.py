@@ -12,6 +12,7 @@ import pandas as pd
 
 from manymodels.config import Config
 from manymodels.periods import future_dates, periods_between
+from manymodels.planning import CALL
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from manymodels.tables import TableStore
 
 __all__ = [
+    "forecast_stage",
     "forecast_window",
     "future_frame",
     "models_frame",
@@ -125,12 +127,14 @@ def score_udf(
     job: str,
     scored_at: datetime,
     columns: list[str],
+    counters: tuple[Any, Any] | None = None,
 ) -> Any:
     """The cogroup function: the models of one call group and their keys' future rows.
 
     Each key yields its forecast rows, or one row with ``ds`` null when none of the wanted
     dates lies after its history end, or one row with the error; every row carries the key's
-    history end and periods behind the origin for the staleness report.
+    history end and periods behind the origin for the staleness report. ``counters`` are the
+    classic-Spark progress accumulators (keys done, keys failed; None on Spark Connect).
     """
     from manymodels.models import loads
 
@@ -152,6 +156,10 @@ def score_udf(
             out[ERROR] = f"{type(exc).__name__}: {exc}"[:2000]
             out[LAST_DS] = None
             out[BEHIND] = None
+            if counters is not None:
+                counters[1].add(1)
+        if counters is not None:
+            counters[0].add(1)
         for k in keys:
             out[k] = row[k]
         out["model_run_id"] = row["run_id"]
@@ -178,6 +186,36 @@ def score_udf(
         return out[columns]
 
     return score_group
+
+
+def forecast_stage(
+    models: SparkDataFrame,
+    future: SparkDataFrame,
+    cfg: Config,
+    fn: Any,
+    schema: StructType,
+    n_tasks: int,
+) -> SparkDataFrame:
+    """The lazy cogroup of each key's model row with its future rows through ``fn``.
+
+    Keys go to Python a few dozen per call (``score.keys_per_call``): Spark's fixed cost per
+    group is paid once per call, while each key is still forecast alone. ``n_tasks`` tasks
+    share the calls; an explicit ``repartition`` keeps adaptive execution from packing them.
+    """
+    from pyspark.sql import functions as F
+
+    keys = list(cfg.data.keys)
+    n_keys = models.count()
+    n_tasks = max(1, min(n_keys, n_tasks))
+    n_calls = max(n_tasks, -(-n_keys // max(1, cfg.score.keys_per_call)))
+    call = F.pmod(F.xxhash64(*keys), F.lit(n_calls)).alias(CALL)
+    return (
+        models.select("*", call)
+        .repartition(n_tasks, CALL)
+        .groupBy(CALL)
+        .cogroup(future.select("*", call).groupBy(CALL))
+        .applyInPandas(fn, schema=schema)
+    )
 
 
 def models_frame(

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from manymodels.errors import SetupError
@@ -15,7 +16,15 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["check_java", "from_arrow", "get_spark", "spark_of", "to_arrow"]
+__all__ = [
+    "check_java",
+    "default_parallelism",
+    "from_arrow",
+    "get_spark",
+    "is_connect",
+    "spark_of",
+    "to_arrow",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +81,9 @@ def get_spark(
 ) -> SparkSession:
     """The active Spark session, or a new local one (``local[*]``, UI off, Arrow on).
 
-    On Databricks or any cluster the caller's session is returned untouched.
+    On Databricks or any cluster the caller's session is returned untouched. With
+    ``MANYMODELS_SPARK_REMOTE`` set (``sc://host:15002``, or ``local[2]`` for a local server),
+    a new session is a Spark Connect one.
     """
     try:
         from pyspark.sql import SparkSession
@@ -84,6 +95,17 @@ def get_spark(
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    remote = os.environ.get("MANYMODELS_SPARK_REMOTE")
+    if remote:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        log.info("starting a Spark Connect session (%s)", remote)
+        builder = SparkSession.builder.remote(remote).appName(app_name)
+        if remote.startswith("local"):  # a local server starts with the same settings
+            for key, value in {**_LOCAL_CONF, **(conf or {})}.items():
+                builder = builder.config(key, value)
+        with warnings.catch_warnings():  # the server has them; the client's re-set is noise
+            warnings.filterwarnings("ignore", message=".*(Cannot modify|NOT supported in).*")
+            return builder.getOrCreate()
     check_java()
     master = master or os.environ.get("MANYMODELS_SPARK_MASTER", "local[*]")
     if master.startswith("local"):
@@ -100,6 +122,23 @@ def get_spark(
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """A Spark Connect session: no SparkContext, accumulators, RDDs or JVM access."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def default_parallelism(spark: SparkSession) -> int:
+    """The cores Spark spreads work over. Spark Connect has no SparkContext to ask, so the
+    number of partitions ``range`` gets by default (the server's default parallelism) is read
+    from a tiny query instead."""
+    if not is_connect(spark):
+        return int(spark.sparkContext.defaultParallelism)
+    from pyspark.sql import functions as F
+
+    parts = spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p")).distinct()
+    return max(1, parts.count())
 
 
 def spark_of(df: DataFrame | None = None, spark: SparkSession | None = None) -> SparkSession:

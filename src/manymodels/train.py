@@ -2,39 +2,33 @@
 
 from __future__ import annotations
 
-import heapq
 import logging
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
-from manymodels.backtest import METRICS
 from manymodels.config import Config
 from manymodels.errors import ConfigError, DataError, ThresholdError
+from manymodels.fitting import fit_stage, ledger_schema, n_fit_tasks
 from manymodels.models import get_family
 from manymodels.partition import (
     CHAMPION_COLUMNS,
-    LEDGER_COLUMNS,
     SIMPLE_METHODS,
     data_fingerprint,
-    fit_partition,
     history_frame,
     ledger_columns,
 )
-from manymodels.spark import spark_of
+from manymodels.progress import ProgressCallback, StageProgress
+from manymodels.spark import default_parallelism, spark_of
 from manymodels.tables import TableStore, open_store
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
     from pyspark.sql import SparkSession
-    from pyspark.sql.types import StructType
 
 __all__ = ["LEDGER_TABLE", "TrainResult", "ledger_schema", "train"]
 
@@ -42,8 +36,6 @@ log = logging.getLogger(__name__)
 
 LEDGER_TABLE = "model_ledger"
 SILVER_TABLE = "sales"
-_BUCKET = "_mm_bucket"
-_CALL = "_mm_call"
 
 
 @dataclass
@@ -79,63 +71,7 @@ class TrainResult:
         return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- schema
-
-
-def ledger_schema(key_fields: Sequence[Any]) -> StructType:
-    """The Spark schema of gold.model_ledger, given the silver key fields."""
-    from pyspark.sql import types as T
-
-    kinds: dict[str, Any] = {
-        "trained_at": T.TimestampType(),
-        "first_ds": T.DateType(),
-        "last_ds": T.DateType(),
-        "n_obs": T.LongType(),
-        "fit_seconds": T.DoubleType(),
-        "model": T.BinaryType(),
-        "baseline_model": T.BinaryType(),
-    }
-    fields = list(key_fields)
-    for name in LEDGER_COLUMNS:
-        if name in kinds:
-            kind = kinds[name]
-        elif name in _METRIC_COLUMNS or name.removeprefix("baseline_") in _METRIC_COLUMNS:
-            kind = T.DoubleType()
-        else:
-            kind = T.StringType()
-        fields.append(T.StructField(name, kind, True))
-    return T.StructType(fields)
-
-
-_METRIC_COLUMNS = set(METRICS)
-
-
-# --------------------------------------------------------------------------- the UDFs
-
-
-def _fit_udf(
-    cfg: Config, run_id: str, trained_at: datetime, counters: Any, fit: Any = fit_partition
-) -> Any:
-    """The function applyInPandas calls once per call group: ``fit`` on each key in it.
-
-    A call group holds one or more whole keys (``train.rows_per_call``); every key is fitted
-    alone on its own frame, exactly as ``groupBy(keys)`` would hand it over. The config is
-    bound by closure, so the function takes one argument.
-    """
-    done, failed = counters
-    keys = list(cfg.data.keys)
-
-    def fit_keys(pdf):  # type: ignore[no-untyped-def]  # untyped: Spark reads the hints
-        rows = []
-        for _, part in pdf.groupby(keys, sort=False, dropna=False):
-            out = fit(part.reset_index(drop=True), cfg, run_id=run_id, trained_at=trained_at)
-            done.add(1)
-            if out["status"].iloc[0] == "failed":
-                failed.add(1)
-            rows.append(out)
-        return pd.concat(rows, ignore_index=True) if len(rows) > 1 else rows[0]
-
-    return fit_keys
+# --------------------------------------------------------------------------- fingerprints
 
 
 def _fingerprint_udf(keys: list[str], regs: list[str], fill: str) -> Any:
@@ -151,167 +87,6 @@ def _fingerprint(keys: list[str], regs: list[str], fill: str, pdf: pd.DataFrame)
     out = pdf[keys].iloc[:1].reset_index(drop=True)
     out["data_fingerprint"] = data_fingerprint(history, ["ds", "y", *regs])
     return out
-
-
-# --------------------------------------------------------------------------- balancing
-
-
-def bucket_shares(n_buckets: int, cores: int, taper: float = 0.125) -> np.ndarray:
-    """Each bucket's share of the work, in the order Spark starts the tasks (sums to 1).
-
-    Equal shares leave the last wave ragged: a core that ends early idles while another
-    finishes a full-size task. So the shares shrink geometrically to ``taper`` of the largest
-    toward the end, and the first ``cores`` buckets are small too, so progress shows early.
-    With no more than two buckets per core the shares are equal.
-    """
-    if n_buckets <= 2 * cores:
-        return np.full(n_buckets, 1.0 / n_buckets)
-    m = n_buckets - cores
-    ratio = taper ** (1.0 / (m - 1))
-    shares = np.r_[np.full(cores, taper), ratio ** np.arange(m)]
-    out: np.ndarray = shares / shares.sum()
-    return out
-
-
-def balance(
-    weights: Sequence[float] | np.ndarray, n_buckets: int, shares: np.ndarray | None = None
-) -> np.ndarray:
-    """Longest-processing-time-first: each key (largest first) to the bucket furthest below
-    its share of the total weight (equal shares by default: the least loaded bucket)."""
-    w = np.asarray(weights, dtype=float)
-    share = np.full(n_buckets, 1.0 / n_buckets) if shares is None else np.asarray(shares)
-    targets = share * w.sum()
-    heap = [(-float(targets[b]), b) for b in range(n_buckets)]
-    heapq.heapify(heap)
-    out = np.zeros(len(w), dtype=np.int64)
-    for i in np.argsort(-w, kind="stable"):
-        room, b = heapq.heappop(heap)
-        out[i] = b
-        heapq.heappush(heap, (room + float(w[i]), b))
-    return out
-
-
-def call_groups(buckets: np.ndarray, weights: np.ndarray, rows_per_call: int) -> np.ndarray:
-    """Number the keys of each bucket into Python calls of about ``rows_per_call`` rows.
-
-    Keys are whole: a call closes once it reaches the limit, so one holds at most the limit
-    plus its last key, and a key larger than the limit has a call to itself. ``0`` gives
-    every key its own call. Numbers restart in each bucket.
-    """
-    n = len(buckets)
-    if rows_per_call <= 0:
-        return np.arange(n, dtype=np.int64)
-    order = np.lexsort((np.arange(n), buckets))
-    w = np.asarray(weights, dtype=float)[order]
-    b = np.asarray(buckets)[order]
-    starts = np.cumsum(w) - w  # rows before each key, over all buckets in order
-    first = np.r_[True, b[1:] != b[:-1]]
-    bucket_start = np.maximum.accumulate(np.where(first, starts, 0.0))
-    out = np.empty(n, dtype=np.int64)
-    out[order] = ((starts - bucket_start) // rows_per_call).astype(np.int64)
-    return out
-
-
-_M32 = np.uint64(0xFFFFFFFF)
-
-
-def _rotl32(x: np.ndarray, r: int) -> np.ndarray:
-    return ((x << np.uint64(r)) | (x >> np.uint64(32 - r))) & _M32
-
-
-def _mix(h1: np.ndarray, word: np.ndarray) -> np.ndarray:
-    k1 = (word * np.uint64(0xCC9E2D51)) & _M32
-    k1 = (_rotl32(k1, 15) * np.uint64(0x1B873593)) & _M32
-    h1 = _rotl32(h1 ^ k1, 13)
-    return (h1 * np.uint64(5) + np.uint64(0xE6546B64)) & _M32
-
-
-def spark_hash_long(values: np.ndarray, seed: int = 42) -> np.ndarray:
-    """Spark's ``hash()`` of long values (Murmur3 x86 32-bit, seed 42), as signed ints.
-
-    It is the function ``repartition(n, col)`` places rows with (``pmod(hash(col), n)``), so
-    the driver can pick bucket labels without running a Spark job.
-    """
-    v = np.asarray(values, dtype=np.int64).astype(np.uint64)
-    h1 = np.full(v.shape, seed, dtype=np.uint64)
-    h1 = _mix(h1, v & _M32)
-    h1 = _mix(h1, v >> np.uint64(32))
-    h1 ^= np.uint64(8)
-    h1 ^= h1 >> np.uint64(16)
-    h1 = (h1 * np.uint64(0x85EBCA6B)) & _M32
-    h1 ^= h1 >> np.uint64(13)
-    h1 = (h1 * np.uint64(0xC2B2AE35)) & _M32
-    h1 ^= h1 >> np.uint64(16)
-    return h1.astype(np.uint32).astype(np.int32)
-
-
-def _bucket_labels(n: int) -> np.ndarray:
-    """Long values whose Spark hash lands each in its own one of ``n`` shuffle partitions."""
-    labels = np.full(n, -1, dtype=np.int64)
-    start, block = 0, 64 * n + 64
-    while (labels < 0).any():
-        ids = np.arange(start, start + block, dtype=np.int64)
-        parts = np.mod(spark_hash_long(ids).astype(np.int64), n)
-        first = np.unique(parts, return_index=True)
-        for p, i in zip(*first, strict=True):
-            if labels[p] < 0:
-                labels[p] = ids[i]
-        start += block
-    return labels
-
-
-def _plan_schema(plan: pd.DataFrame, keys: list[str], key_types: dict[str, Any]) -> StructType:
-    from pyspark.sql import types as T
-
-    fields = [T.StructField(k, key_types[k], True) for k in keys]
-    fields.append(T.StructField(_BUCKET, T.LongType(), False))
-    fields.append(T.StructField(_CALL, T.LongType(), False))
-    fields += [T.StructField(c, T.StringType(), True) for c in CHAMPION_COLUMNS]
-    return T.StructType(fields)
-
-
-@contextmanager
-def _no_coalescing(spark: SparkSession) -> Iterator[None]:
-    """Adaptive execution would pack the balanced buckets back into one or two tasks."""
-    key = "spark.sql.adaptive.coalescePartitions.enabled"
-    before = spark.conf.get(key, "true")
-    spark.conf.set(key, "false")
-    try:
-        yield
-    finally:
-        spark.conf.set(key, before or "true")
-
-
-class _Progress:
-    """Logs partitions done, failed and the rate every few seconds while the fit stage runs."""
-
-    def __init__(self, done: Any, failed: Any, total: int, every: float = 10.0) -> None:
-        self.done, self.failed, self.total, self.every = done, failed, total, every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="manymodels-progress", daemon=True)
-        self.started = time.perf_counter()
-
-    def __enter__(self) -> _Progress:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-
-    def line(self) -> str:
-        done, failed = int(self.done.value), int(self.failed.value)
-        secs = time.perf_counter() - self.started
-        rate = done / secs if secs > 0 else 0.0
-        pct = 100.0 * done / self.total if self.total else 100.0
-        return (
-            f"trained {done:,}/{self.total:,} partitions ({pct:.0f}%), {failed:,} failed, "
-            f"{rate:.1f}/s"
-        )
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            log.info(self.line())
 
 
 # --------------------------------------------------------------------------- the job
@@ -407,7 +182,7 @@ def _resume_todo(
     return all_keys.join(done, keys, "left_anti")
 
 
-def _with_champions(plan: pd.DataFrame, cfg: Config, store: TableStore) -> pd.DataFrame:
+def _with_champions(plan: pd.DataFrame, *, cfg: Config, store: TableStore) -> pd.DataFrame:
     """Add each key's current champion (run, family, params) so the fit can backtest it too."""
     from manymodels import registry
 
@@ -437,44 +212,6 @@ def _with_champions(plan: pd.DataFrame, cfg: Config, store: TableStore) -> pd.Da
     return plan.merge(champs, on=keys, how="left")
 
 
-def _fit_frame(
-    spark: SparkSession,
-    cfg: Config,
-    silver: SparkDataFrame,
-    todo_keys: pd.DataFrame,
-    run_id: str,
-    trained_at: datetime,
-    counters: tuple[Any, Any],
-    store: TableStore,
-) -> SparkDataFrame:
-    """The ledger rows of the keys to fit, balanced over tasks by their row counts.
-
-    Each task gets one bucket of keys, filled longest-first on row counts to the shares of
-    ``bucket_shares`` (small first and last tasks). Within a bucket, keys travel to Python in
-    calls of about ``train.rows_per_call`` rows, spreading Spark's fixed cost per call over
-    several keys.
-    """
-    from pyspark.sql import functions as F
-
-    keys = list(cfg.data.keys)
-    n_tasks = cfg.train.tasks or 8 * spark.sparkContext.defaultParallelism
-    n_tasks = max(1, min(n_tasks, len(todo_keys)))
-    weights = todo_keys["count"].to_numpy()
-    cores = spark.sparkContext.defaultParallelism
-    buckets = balance(weights, n_tasks, bucket_shares(n_tasks, cores))
-    plan = todo_keys[keys].copy()
-    plan[_BUCKET] = _bucket_labels(n_tasks)[buckets]
-    plan[_CALL] = call_groups(buckets, weights, cfg.train.rows_per_call)
-    plan = _with_champions(plan, cfg, store)
-    key_types = {f.name: f.dataType for f in silver.schema.fields if f.name in keys}
-    plan = plan[[*keys, _BUCKET, _CALL, *CHAMPION_COLUMNS]]
-    plan_df = spark.createDataFrame(plan, schema=_plan_schema(plan, keys, key_types))
-    data = silver.join(F.broadcast(plan_df), keys, "inner").repartition(n_tasks, _BUCKET)
-    schema = ledger_schema([f for f in silver.schema.fields if f.name in keys])
-    fn = _fit_udf(cfg, run_id, trained_at, counters)
-    return data.groupBy(_BUCKET, _CALL).applyInPandas(fn, schema=schema)
-
-
 def train(
     cfg: Config,
     spark: SparkSession | None = None,
@@ -483,13 +220,15 @@ def train(
     incremental: bool = False,
     store: TableStore | None = None,
     register: bool = True,
+    progress: ProgressCallback | None = None,
 ) -> TrainResult:
     """Fit one model per key of silver.sales and record them in gold.model_ledger.
 
     ``resume`` continues an earlier run: only keys with no ``ok`` row in it are fitted.
     ``incremental`` carries over keys whose data fingerprint is unchanged and whose model is
     younger than ``train.max_model_age_days``. The run registers one model version holding the
-    whole set under the alias ``challenger`` (``register=False`` skips that).
+    whole set under the alias ``challenger`` (``register=False`` skips that). ``progress`` is
+    called with a ``Progress`` every few seconds while the fits run (default: a log line).
     """
     from manymodels import registry
 
@@ -529,26 +268,39 @@ def train(
         log.info(
             "training %s keys (%s carried over) in run %s", f"{len(counts):,}", n_carried, run_id
         )
-        sc = spark.sparkContext
-        counters = (sc.accumulator(0), sc.accumulator(0))
+        tracker = StageProgress(spark, "train", len(counts), 1, progress)
         parts = []
         if not counts.empty:
-            parts.append(_fit_frame(spark, cfg, silver, counts, run_id, now, counters, store))
+            champions = partial(_with_champions, cfg=cfg, store=store)
+            cores = default_parallelism(spark)
+            tracker.tasks = n_fit_tasks(cfg, len(counts), cores)
+            stage = fit_stage(
+                cfg,
+                silver,
+                counts,
+                run_id,
+                now,
+                tracker.counters,
+                champions=champions,
+                cores=cores,
+            )
+            parts.append(stage)
         if carried is not None and n_carried:
             parts.append(carried.select(*ledger_columns(keys)))
         if parts:
             ledger = parts[0]
             for extra in parts[1:]:
                 ledger = ledger.unionByName(extra)
-            with _no_coalescing(spark), _Progress(counters[0], counters[1], len(counts)) as prog:
+            with tracker:
                 if resume and store.exists(ledger_ref):
                     store.merge(ledger_ref, ledger, on=[*keys, "run_id"])
                 else:
                     store.append(ledger_ref, ledger)
-                log.info(prog.line())
         # One read of this run's rows serves the summary, the MLflow artifacts and the set.
         rows = store.read_pandas(ledger_ref, where={"run_id": run_id})
         result = _summarize(rows, keys, run_id, len(counts), n_carried, started)
+        if not counts.empty:
+            tracker.finish(result.fitted, result.failed)
         run.log_metrics(
             {
                 "keys": result.n_keys,

@@ -9,16 +9,10 @@ import pytest
 from manymodels.datasets import generate_demand
 from manymodels.errors import ModelError, ThresholdError
 from manymodels.models import loads
+from manymodels.planning import bucket_labels, spark_hash_long
 from manymodels.registry import load_model_set
 from manymodels.tables import open_store
-from manymodels.train import (
-    _bucket_labels,
-    balance,
-    bucket_shares,
-    call_groups,
-    spark_hash_long,
-    train,
-)
+from manymodels.train import train
 
 N_STORES, N_ITEMS, DAYS = 2, 10, 150
 N_KEYS = N_STORES * N_ITEMS
@@ -127,38 +121,6 @@ def test_incremental_refits_only_changed_keys(cfg, spark, demand):
     assert third.fitted == N_KEYS and third.carried_over == 0
 
 
-def test_balance_spreads_a_giant_key_and_many_tiny_ones():
-    weights = [1000.0] + [1.0] * 999
-    buckets = balance(weights, 4)
-    loads_ = np.bincount(buckets, weights=weights, minlength=4)
-    assert buckets[0] not in buckets[1:]  # the giant key has a bucket to itself
-    assert sorted(loads_)[:3] == [333.0, 333.0, 333.0]
-
-
-def test_bucket_shares_start_small_peak_then_taper_to_the_last_task():
-    shares = bucket_shares(16, cores=2, taper=0.125)
-    assert shares.sum() == pytest.approx(1.0)
-    assert shares[0] == shares[1] == pytest.approx(0.125 * shares.max())  # early progress
-    assert shares[2] == shares.max() and (np.diff(shares[2:]) < 0).all()
-    assert shares[-1] == pytest.approx(0.125 * shares.max())
-    assert bucket_shares(4, cores=2).tolist() == [0.25] * 4  # too few tasks to shape
-    weights = np.ones(10_000)
-    loads_ = np.bincount(balance(weights, 16, shares), weights=weights, minlength=16)
-    assert np.allclose(loads_ / weights.sum(), shares, atol=1e-3)
-
-
-def test_call_groups_pack_whole_keys_up_to_the_row_limit():
-    buckets = np.array([0, 1, 0, 0, 1, 0, 1])
-    weights = np.array([40, 500, 40, 40, 10, 40, 10])
-    calls = call_groups(buckets, weights, rows_per_call=100)
-    # bucket 0: keys starting before row 100 share call 0, the fourth opens call 1;
-    # bucket 1: the 500-row key has call 0 to itself, the two small ones share call 5
-    assert calls.tolist() == [0, 0, 0, 0, 5, 1, 5]
-    assert call_groups(buckets, weights, rows_per_call=0).tolist() == list(range(7))
-    many = call_groups(np.zeros(1000, dtype=int), np.full(1000, 1095), rows_per_call=50_000)
-    assert np.bincount(many).max() == 46 and np.bincount(many).min() > 0
-
-
 def test_driver_side_hash_matches_spark_and_puts_each_bucket_in_its_own_task(spark):
     from pyspark.sql import functions as F
 
@@ -167,7 +129,7 @@ def test_driver_side_hash_matches_spark_and_puts_each_bucket_in_its_own_task(spa
     expected = spark.createDataFrame(pd.DataFrame({"id": ids})).select(F.hash("id").alias("h"))
     assert spark_hash_long(np.array(ids)).tolist() == [r["h"] for r in expected.collect()]
     for n in (1, 7, 16, 64):
-        labels = _bucket_labels(n)
+        labels = bucket_labels(n)
         placed = (
             spark.createDataFrame(pd.DataFrame({"b": labels}))
             .repartition(n, "b")

@@ -1,0 +1,173 @@
+"""The Spark fit stage: keys balanced over tasks, ``fit_partition`` on each, ledger rows out.
+
+``manymodels.fit`` (a caller's DataFrame) and ``manymodels.train`` (silver.sales) both build
+their ledger rows here. Nothing here touches the session's configuration, a SparkContext or
+the JVM, so the stage runs the same on classic Spark and on Spark Connect: the one task per
+bucket comes from ``repartition(n, label)``, which adaptive execution does not coalesce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from manymodels.backtest import METRICS
+from manymodels.config import Config
+from manymodels.partition import CHAMPION_COLUMNS, LEDGER_COLUMNS, fit_partition
+from manymodels.planning import BUCKET, CALL, plan_tasks
+from manymodels.spark import default_parallelism
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame as SparkDataFrame
+    from pyspark.sql.types import StructType
+
+__all__ = ["fit_stage", "ledger_schema"]
+
+#: A key's rows → the frame ``fit_partition`` takes (silver rows), or None when no row is usable.
+Prepare = Callable[[pd.DataFrame], pd.DataFrame]
+
+_METRIC_COLUMNS = set(METRICS)
+
+
+def ledger_schema(key_fields: Sequence[Any]) -> StructType:
+    """The Spark schema of gold.model_ledger, given the key fields of the data."""
+    from pyspark.sql import types as T
+
+    kinds: dict[str, Any] = {
+        "trained_at": T.TimestampType(),
+        "first_ds": T.DateType(),
+        "last_ds": T.DateType(),
+        "n_obs": T.LongType(),
+        "fit_seconds": T.DoubleType(),
+        "model": T.BinaryType(),
+        "baseline_model": T.BinaryType(),
+    }
+    fields = list(key_fields)
+    for name in LEDGER_COLUMNS:
+        if name in kinds:
+            kind = kinds[name]
+        elif name in _METRIC_COLUMNS or name.removeprefix("baseline_") in _METRIC_COLUMNS:
+            kind = T.DoubleType()
+        else:
+            kind = T.StringType()
+        fields.append(T.StructField(name, kind, True))
+    return T.StructType(fields)
+
+
+def fit_udf(
+    cfg: Config,
+    run_id: str,
+    trained_at: datetime,
+    counters: tuple[Any, Any] | None,
+    prepare: Prepare | None = None,
+    fit: Any = fit_partition,
+) -> Any:
+    """The function applyInPandas calls once per call group: ``fit`` on each key in it.
+
+    A call group holds one or more whole keys (``train.rows_per_call``); every key is fitted
+    alone on its own frame, exactly as ``groupBy(keys)`` would hand it over. ``prepare`` turns
+    a caller's rows into silver rows first (typing, duplicates, gaps). ``counters`` are the
+    classic-Spark progress accumulators (None on Spark Connect). The config is bound by
+    closure, so the function takes one argument.
+    """
+    keys = list(cfg.data.keys)
+
+    def fit_keys(pdf):  # type: ignore[no-untyped-def]  # untyped: Spark reads the hints
+        rows = []
+        for _, part in pdf.groupby(keys, sort=False, dropna=False):
+            part = part.reset_index(drop=True)
+            out = _fit_one(part, prepare, fit, cfg, keys, run_id, trained_at)
+            if counters is not None:
+                counters[0].add(1)
+                if out["status"].iloc[0] == "failed":
+                    counters[1].add(1)
+            rows.append(out)
+        return pd.concat(rows, ignore_index=True) if len(rows) > 1 else rows[0]
+
+    return fit_keys
+
+
+def _fit_one(
+    part: pd.DataFrame,
+    prepare: Prepare | None,
+    fit: Any,
+    cfg: Config,
+    keys: list[str],
+    run_id: str,
+    trained_at: datetime,
+) -> pd.DataFrame:
+    if prepare is None:
+        out: pd.DataFrame = fit(part, cfg, run_id=run_id, trained_at=trained_at)
+        return out
+    try:
+        silver = prepare(part)
+    except Exception as exc:  # a key's bad rows never stop the others
+        silver, why = part.iloc[:0], f"{type(exc).__name__}: {exc}"
+    else:
+        why = "no usable rows" if silver.empty else ""
+    if silver.empty:
+        out = fit(part.iloc[:0], cfg, run_id=run_id, trained_at=trained_at)
+        for k in keys:
+            out[k] = part[k].iloc[0]
+        out["status"], out["error"] = "skipped", why
+        return out
+    result: pd.DataFrame = fit(silver, cfg, run_id=run_id, trained_at=trained_at)
+    return result
+
+
+def _plan_schema(keys: list[str], key_types: dict[str, Any], champions: bool) -> StructType:
+    from pyspark.sql import types as T
+
+    fields = [T.StructField(k, key_types[k], True) for k in keys]
+    fields.append(T.StructField(BUCKET, T.LongType(), False))
+    fields.append(T.StructField(CALL, T.LongType(), False))
+    if champions:
+        fields += [T.StructField(c, T.StringType(), True) for c in CHAMPION_COLUMNS]
+    return T.StructType(fields)
+
+
+def n_fit_tasks(cfg: Config, n_keys: int, cores: int) -> int:
+    """Tasks of the fit stage: ``train.tasks``, else 8 per core, never more than the keys."""
+    return max(1, min(cfg.train.tasks or 8 * cores, n_keys))
+
+
+def fit_stage(
+    cfg: Config,
+    data: SparkDataFrame,
+    counts: pd.DataFrame,
+    run_id: str,
+    trained_at: datetime,
+    counters: tuple[Any, Any] | None,
+    *,
+    champions: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    prepare: Prepare | None = None,
+    cores: int | None = None,
+) -> SparkDataFrame:
+    """The ledger rows of the keys in ``counts`` (keys + ``count`` rows), balanced over tasks.
+
+    Each task gets one bucket of keys, filled longest-first on row counts to the shares of
+    ``bucket_shares`` (small first and last tasks). Within a bucket, keys travel to Python in
+    calls of about ``train.rows_per_call`` rows, spreading Spark's fixed cost per call over
+    several keys. ``champions`` adds each key's current champion to the plan, so the fit can
+    backtest it too. The result is lazy: an action on it runs the fits.
+    """
+    from pyspark.sql import functions as F
+
+    spark = data.sparkSession
+    keys = list(cfg.data.keys)
+    cores = cores or default_parallelism(spark)
+    n_tasks = n_fit_tasks(cfg, len(counts), cores)
+    plan = plan_tasks(counts, keys, n_tasks, cores, cfg.train.rows_per_call)
+    if champions is not None:
+        plan = champions(plan)[[*keys, BUCKET, CALL, *CHAMPION_COLUMNS]]
+    key_types = {f.name: f.dataType for f in data.schema.fields if f.name in keys}
+    plan_df = spark.createDataFrame(
+        plan, schema=_plan_schema(keys, key_types, champions is not None)
+    )
+    joined = data.join(F.broadcast(plan_df), keys, "inner").repartition(n_tasks, BUCKET)
+    schema = ledger_schema([f for f in data.schema.fields if f.name in keys])
+    fn = fit_udf(cfg, run_id, trained_at, counters, prepare)
+    return joined.groupBy(BUCKET, CALL).applyInPandas(fn, schema=schema)
