@@ -108,3 +108,18 @@ def test_stale_staging_output_of_killed_runs_is_swept(make_cfg):
     os.utime(stale, (old, old))
     LocalDeltaStore(cfg)
     assert not stale.exists() and fresh.exists()
+
+
+def test_the_package_keeps_its_public_names_and_knows_spark_frames_without_spark():
+    import manymodels.tables as tables
+    from manymodels.tables.base import is_spark_frame
+
+    for name in tables.__all__:
+        assert hasattr(tables, name), name
+    assert {"open_store", "TableStore", "SparkTableStore", "LocalDeltaStore"} <= set(tables.__all__)
+    assert not is_spark_frame(frame([1], [1.0]))
+
+    class DataFrame:  # a look-alike outside pyspark is not a Spark frame
+        sparkSession = None
+
+    assert not is_spark_frame(DataFrame())

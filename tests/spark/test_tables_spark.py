@@ -36,6 +36,18 @@ def test_overwrite_append_replace_merge_on_parquet(store, spark):
         store.read_spark(spark, ref, version=0)
 
 
+def test_parquet_swap_reads_the_table_it_replaces_and_leaves_no_staging_table(store, spark):
+    ref = store.ref("gold", "s")
+    store.overwrite(ref, pd.DataFrame({"k": [1, 2], "v": [1.0, 2.0]}))
+    doubled = store.read_spark(spark, ref).where("k = 2").selectExpr("k", "v * 10 AS v")
+    store.replace_where(ref, doubled, {"k": 2})  # the new rows are read from the target itself
+    store.merge(ref, store.read_spark(spark, ref).where("k = 1").selectExpr("k", "-v AS v"), ["k"])
+    out = store.read_pandas(ref).sort_values("k")
+    assert out["v"].tolist() == [-1.0, 20.0]
+    tables = [t.name for t in spark.catalog.listTables(ref.schema)]
+    assert tables == ["s"], tables
+
+
 def test_local_delta_tables_are_read_by_spark_and_written_from_spark(make_cfg, spark):
     store = LocalDeltaStore(make_cfg())
     ref = store.ref("silver", "x")

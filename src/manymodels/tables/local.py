@@ -1,0 +1,237 @@
+"""The local table store: Delta tables under the work folder, written with delta-rs."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import pandas as pd
+import pyarrow as pa
+
+from manymodels.config import Config
+from manymodels.errors import SetupError, TableError
+from manymodels.spark import from_arrow
+from manymodels.tables.base import Data, TableStore, is_spark_frame, to_arrow_table
+from manymodels.tables.ref import (
+    Predicate,
+    TableRef,
+    check_ident,
+    predicate_expression,
+    predicate_sql,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame as SparkDataFrame
+    from pyspark.sql import SparkSession
+
+__all__ = ["STALE_STAGING_SECONDS", "LocalDeltaStore"]
+
+log = logging.getLogger(__name__)
+
+
+def _conform(table: pa.Table, schema: pa.Schema | None) -> pa.Table:
+    """Give columns the existing table's types (all-null columns would otherwise be untyped)."""
+    fields = []
+    for fld in table.schema:
+        if schema is not None and fld.name in schema.names:
+            target = schema.field(fld.name).type
+        elif pa.types.is_null(fld.type):
+            target = pa.string()
+        else:
+            target = fld.type
+        fields.append(pa.field(fld.name, target))
+    wanted = pa.schema(fields)
+    if wanted == table.schema:
+        return table
+    try:
+        return table.cast(wanted)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise TableError(f"the rows do not fit the table's columns: {exc}") from None
+
+
+class LocalDeltaStore(TableStore):
+    """Delta tables under ``<home>/tables/<schema>/<table>`` via delta-rs; Spark reads Parquet."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        try:
+            import deltalake  # noqa: F401
+        except ImportError:
+            raise SetupError(
+                "the local table store needs the `deltalake` package: "
+                "`pip install 'manymodels[local]'`, or set tables.backend=spark"
+            ) from None
+        self.root = cfg.home_path / "tables"
+        _sweep_stale_staging(cfg.home_path / "_staging")
+
+    def path(self, ref: TableRef) -> Path:
+        parts = [ref.catalog, ref.schema, ref.table] if ref.catalog else [ref.schema, ref.table]
+        return self.root.joinpath(*parts)
+
+    def exists(self, ref: TableRef) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(str(self.path(ref)))
+
+    def _table(self, ref: TableRef, version: int | None = None) -> Any:
+        from deltalake import DeltaTable
+
+        if not self.exists(ref):
+            raise TableError(
+                f"table {ref} does not exist at {self.path(ref)}; run the step that writes it"
+            )
+        try:
+            return DeltaTable(str(self.path(ref)), version=version)
+        except Exception as exc:
+            raise TableError(f"cannot open {ref} at version {version}: {exc}") from None
+
+    def read_arrow(
+        self,
+        ref: TableRef,
+        version: int | None = None,
+        columns: Sequence[str] | None = None,
+        where: Predicate | None = None,
+    ) -> pa.Table:
+        dataset = self._table(ref, version).to_pyarrow_dataset()
+        expr = predicate_expression(where) if where is not None else None
+        table: pa.Table = dataset.to_table(columns=list(columns) if columns else None, filter=expr)
+        return table
+
+    def schema(self, ref: TableRef) -> pa.Schema:
+        result: pa.Schema = self._table(ref).to_pyarrow_dataset().schema
+        return result
+
+    def read_spark(
+        self, spark: SparkSession, ref: TableRef, version: int | None = None
+    ) -> SparkDataFrame:
+        table = self._table(ref, version)
+        files = table.file_uris()
+        if not files:
+            return from_arrow(spark, table.to_pyarrow_table())
+        reader = spark.read
+        try:  # the Delta log has the schema: Spark need not open Parquet footers to infer it
+            from pyspark.sql.pandas.types import from_arrow_schema
+
+            reader = reader.schema(from_arrow_schema(table.to_pyarrow_dataset().schema))
+        except (TypeError, ValueError):  # an Arrow type Spark cannot name: let it infer
+            pass
+        return reader.parquet(*files)
+
+    def count_by(self, ref: TableRef, columns: Sequence[str]) -> pd.DataFrame:
+        table = self.read_arrow(ref, columns=columns)
+        counts = table.group_by(list(columns)).aggregate([([], "count_all")])
+        return counts.rename_columns([*columns, "count"]).to_pandas()
+
+    def _staged(self, data: Data, like: pa.Schema | None = None) -> tuple[Any, Path | None]:
+        """Arrow data to write; a Spark frame is first written to Parquet by the executors.
+
+        Staged columns that the table ``like`` also has are read with its types (Spark writes
+        its timestamps without a time zone; a table made by Arrow has them in UTC).
+        """
+        if not is_spark_frame(data):
+            return to_arrow_table(cast("pd.DataFrame | pa.Table", data)), None
+        import pyarrow.dataset as pds
+
+        stage = self.cfg.home_path / "_staging" / uuid.uuid4().hex
+        cast("SparkDataFrame", data).write.mode("overwrite").parquet(str(stage))
+        dataset = pds.dataset(str(stage), format="parquet")
+        if not dataset.files:
+            return dataset.schema.empty_table(), stage
+        if like is not None:
+            wanted = _conform(dataset.schema.empty_table(), like).schema
+            if wanted != dataset.schema:
+                dataset = pds.dataset(str(stage), format="parquet", schema=wanted)
+        return dataset.scanner().to_reader(), stage
+
+    def write(
+        self,
+        ref: TableRef,
+        data: Data,
+        mode: str = "overwrite",
+        replace: Predicate | None = None,
+    ) -> None:
+        from deltalake import write_deltalake
+
+        if mode not in ("overwrite", "append"):
+            raise TableError(f"unknown write mode {mode!r}; use overwrite or append")
+        keep = self.exists(ref) and (mode == "append" or replace is not None)
+        like = self.schema(ref) if keep else None
+        source, stage = self._staged(data, like)
+        if isinstance(source, pa.Table):
+            source = _conform(source, like)
+        path = self.path(ref)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            kwargs: dict[str, Any] = {"mode": mode}
+            if replace is not None:
+                if not self.exists(ref):
+                    kwargs = {"mode": "overwrite"}
+                else:
+                    kwargs["predicate"] = predicate_sql(replace, '"')
+            elif mode == "overwrite":
+                kwargs["schema_mode"] = "overwrite"
+            else:  # rows of a newer manymodels may carry new columns: add them to the table
+                kwargs["schema_mode"] = "merge"
+            write_deltalake(str(path), source, **kwargs)
+        except TableError:
+            raise
+        except Exception as exc:
+            raise TableError(f"writing {ref} ({mode}) failed: {exc}") from exc
+        finally:
+            if stage is not None:
+                shutil.rmtree(stage, ignore_errors=True)
+        log.debug("wrote %s (%s)", ref, mode)
+
+    def merge(self, ref: TableRef, data: Data, on: Sequence[str]) -> None:
+        if not self.exists(ref):
+            self.write(ref, data, "overwrite")
+            return
+        like = self.schema(ref)
+        source, stage = self._staged(data, like)
+        if not isinstance(source, pa.Table):
+            source = source.read_all()
+        source = _conform(source, like)
+        cond = " AND ".join(f't."{check_ident(c, "column name")}" = s."{c}"' for c in on)
+        try:
+            (
+                self._table(ref)
+                .merge(source, cond, source_alias="s", target_alias="t")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
+            )
+        except Exception as exc:
+            raise TableError(f"merging into {ref} on {list(on)} failed: {exc}") from exc
+        finally:
+            if stage is not None:
+                shutil.rmtree(stage, ignore_errors=True)
+
+    def version(self, ref: TableRef) -> int | None:
+        return int(self._table(ref).version()) if self.exists(ref) else None
+
+    def history(self, ref: TableRef) -> list[dict[str, Any]]:
+        return list(self._table(ref).history()) if self.exists(ref) else []
+
+
+#: A staging folder untouched this long belongs to a run that was killed: safe to remove.
+STALE_STAGING_SECONDS = 6 * 3600
+
+
+def _sweep_stale_staging(folder: Path) -> None:
+    """Remove staging output left by killed runs (it was never committed to any table)."""
+    if not folder.is_dir():
+        return
+    import time
+
+    cutoff = time.time() - STALE_STAGING_SECONDS
+    for child in folder.iterdir():
+        try:
+            if child.stat().st_mtime < cutoff:
+                shutil.rmtree(child, ignore_errors=True)
+                log.info("removed stale staging output %s", child)
+        except OSError:
+            continue
