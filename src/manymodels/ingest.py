@@ -264,6 +264,8 @@ def _ingest_spark(
     from functools import reduce
 
     frames = [frame for uri in uris for frame in _spark_source(spark, uri, cfg)]
+    if not frames:
+        raise DataError("no source was given; pass files, folders or globs to ingest")
     batch = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
     ref = store.ref("bronze", BRONZE_TABLE)
     if store.exists(ref):
@@ -279,7 +281,7 @@ def _ingest_spark(
         raise DataError(f"the sources {uris} hold no rows; nothing was ingested")
     batch = batch.selectExpr("*", "current_timestamp() AS _ingested_at")
     if store.exists(ref):
-        batch = batch.select(*store.read_spark(spark, ref).columns)
+        batch = batch.selectExpr(*[_q(c) for c in store.read_spark(spark, ref).columns])
     try:
         store.replace_where(ref, batch, {"_source": sorted(counts)})
     except TableError:
