@@ -290,8 +290,10 @@ def start_spark(event_dir: Path | None) -> Any:
 
 def warm_up(spark: Any) -> None:
     """One tiny job and one tiny applyInPandas per core, so the Python workers are running."""
+    from manymodels.spark import default_parallelism
+
     spark.range(1000).count()
-    n = spark.sparkContext.defaultParallelism
+    n = default_parallelism(spark)
     df = spark.range(0, 100 * n, numPartitions=n).selectExpr("id % 10 AS g", "id AS v")
     df.groupBy("g").applyInPandas(_warm_group, schema="g long, v long").count()
 

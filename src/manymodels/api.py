@@ -39,7 +39,7 @@ from manymodels.fitting import fit_stage, n_fit_tasks
 from manymodels.partition import fit_partition, ledger_columns
 from manymodels.progress import Progress, ProgressCallback, StageProgress, log_progress
 from manymodels.score_udf import ERROR, forecast_stage, forecast_window, output_schema, score_udf
-from manymodels.spark import default_parallelism
+from manymodels.spark import default_parallelism, to_pandas
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
@@ -177,7 +177,7 @@ def _fit_spark(
     _require_columns(df.columns, cols, "the DataFrame")
     text_dates = df.schema[cfg.data.time_col].dataType.simpleString() == "string"
     data = _as_text_dates(df.select(*cols), cfg)
-    counts = data.groupBy(*keys).count().toPandas()
+    counts = to_pandas(data.groupBy(*keys).count())
     if counts.empty:
         raise DataError("the DataFrame has no rows to fit")
     spark = df.sparkSession

@@ -108,7 +108,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _sql(args: argparse.Namespace) -> int:
-    from manymodels.spark import get_spark
+    from manymodels.spark import get_spark, to_pandas
     from manymodels.tables import open_store
 
     cfg = _config(args)
@@ -118,7 +118,7 @@ def _sql(args: argparse.Namespace) -> int:
         for view, table in views.items():
             echo(f"{view:<28} {table}")
         return 0
-    frame = spark.sql(args.query).limit(args.limit).toPandas()
+    frame = to_pandas(spark.sql(args.query).limit(args.limit))
     echo(frame.to_string(index=False))
     return 0
 

@@ -46,7 +46,7 @@ from manymodels.score_udf import (
     predict_partition,
     score_udf,
 )
-from manymodels.spark import default_parallelism, spark_of
+from manymodels.spark import default_parallelism, spark_of, to_pandas
 from manymodels.tables import TableStore, open_store
 
 if TYPE_CHECKING:
@@ -246,10 +246,10 @@ def score(
                 model_set.version,
                 "; ".join(examples),
             )
-            run.log_table(no_model.toPandas(), "keys_without_model")
+            run.log_table(to_pandas(no_model), "keys_without_model")
         store.replace_where(store.ref("gold", FAILURES_TABLE), failures, {"scoring_job": job})
         if n_failed:
-            run.log_table(failures.toPandas(), "failures")
+            run.log_table(to_pandas(failures), "failures")
         share = n_failed / n_keys if n_keys else 0.0
         if share > cfg.score.max_failed_fraction:
             top = failures.groupBy("error").count().orderBy(F.col("count").desc()).first()
@@ -318,12 +318,11 @@ def _staleness(
         if not n:
             found[name] = []
             continue
-        table = (
+        table = to_pandas(
             per_key.where(cond)
             .orderBy(order, *keys)
             .limit(_TABLE_ROWS)
             .select(*keys, F.col(LAST_DS).alias("last_ds"), F.col(BEHIND).alias("periods_behind"))
-            .toPandas()
         )
         run.log_table(table, name)
         found[name] = [

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from manymodels.errors import SetupError
 
 if TYPE_CHECKING:
+    import pandas as pd
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
@@ -24,6 +25,7 @@ __all__ = [
     "is_connect",
     "spark_of",
     "to_arrow",
+    "to_pandas",
 ]
 
 log = logging.getLogger(__name__)
@@ -160,8 +162,18 @@ def to_arrow(df: DataFrame) -> pa.Table:
     return pa.Table.from_pandas(df.toPandas(), preserve_index=False)  # pragma: no cover
 
 
+def to_pandas(df: DataFrame) -> pd.DataFrame:
+    """Collect a (small) Spark frame as pandas, without the query metrics Spark Connect
+    attaches to ``toPandas()`` results (they break ``to_parquet``)."""
+    return to_arrow(df).to_pandas()
+
+
 def from_arrow(spark: SparkSession, table: pa.Table) -> DataFrame:
     """A Spark frame from Arrow: directly on Spark 4, through pandas on Spark 3.5."""
+    if table.num_rows == 0:  # nothing to infer a schema from (Spark Connect refuses to try)
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        return spark.createDataFrame([], schema=from_arrow_schema(table.schema))
     try:
         return spark.createDataFrame(table)
     except TypeError:  # pragma: no cover - Spark 3.5 takes no Arrow tables

@@ -23,7 +23,7 @@ from manymodels.partition import (
     ledger_columns,
 )
 from manymodels.progress import ProgressCallback, StageProgress
-from manymodels.spark import default_parallelism, spark_of
+from manymodels.spark import default_parallelism, spark_of, to_pandas
 from manymodels.tables import TableStore, open_store
 
 if TYPE_CHECKING:
@@ -258,7 +258,7 @@ def train(
             carried, todo = _carry_over(spark, store, cfg, silver, run_id, now)
         counts = store.count_by(silver_ref, keys)  # rows per key: the weights for balancing
         if todo is not None:
-            counts = counts.merge(todo.toPandas(), on=keys, how="inner")
+            counts = counts.merge(to_pandas(todo), on=keys, how="inner")
         n_carried = 0 if carried is None else carried.count()
         if counts.empty and n_carried == 0:
             if resume:

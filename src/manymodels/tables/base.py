@@ -29,6 +29,7 @@ TABLES = {
         "model_quality",
         "predictions",
         "forecast_summary",
+        "score_output",
         "score_failures",
     ),
 }
