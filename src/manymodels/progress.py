@@ -97,6 +97,7 @@ def log_progress(progress: Progress) -> None:
         log.info(progress.line())
         return
     record = log.makeRecord(log.name, logging.INFO, __file__, 0, progress.line(), (), None)
+    _FALLBACK.setStream(sys.stderr)  # the current stderr (a notebook swaps it per cell)
     _FALLBACK.handle(record)
 
 
