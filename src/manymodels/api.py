@@ -39,7 +39,7 @@ from manymodels.fitting import fit_stage, n_fit_tasks
 from manymodels.partition import fit_partition, ledger_columns
 from manymodels.progress import Progress, ProgressCallback, StageProgress, log_progress
 from manymodels.score_udf import ERROR, forecast_stage, forecast_window, output_schema, score_udf
-from manymodels.spark import default_parallelism, to_pandas
+from manymodels.spark import default_parallelism, ds_text_sql, to_pandas
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
@@ -154,19 +154,13 @@ def _key_kinds_spark(df: SparkDataFrame, keys: list[str]) -> dict[str, str]:
 
 
 def _as_text_dates(df: SparkDataFrame, cfg: Config) -> SparkDataFrame:
-    """``ds`` as the calendar date (or wall-clock hour) the data means, whatever the session's
-    time zone: a timestamp is read as its session-local date, a date as itself, text as text
-    (parsed later with ``data.date_format``)."""
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
-
-    d = cfg.data
-    kind = df.schema[d.time_col].dataType
-    hourly = d.freq in ("H", "h")
-    pattern = "yyyy-MM-dd HH:mm:ss" if hourly else "yyyy-MM-dd"
-    if isinstance(kind, (T.DateType, T.TimestampType, T.TimestampNTZType)):
-        return df.withColumn(d.time_col, F.date_format(F.col(d.time_col), pattern))
-    return df
+    """``ds`` as the ISO text of the date (or hour) the data means, whatever the session's time
+    zone (``ds_text_sql``); text dates stay text, parsed later with ``data.date_format``."""
+    col = cfg.data.time_col
+    kind = df.schema[col].dataType.simpleString()
+    others = [f"`{c.replace('`', '``')}`" for c in df.columns if c != col]
+    expr = ds_text_sql(col, kind, cfg.data.freq)
+    return df.selectExpr(*others, f"{expr} AS `{col.replace('`', '``')}`")
 
 
 def _fit_spark(

@@ -25,8 +25,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from manymodels.config import Config
+from manymodels.config import Config, DataConfig
 from manymodels.errors import DataError, TableError
+from manymodels.spark import ds_text_sql
 from manymodels.tables import SparkTableStore, TableStore, open_store
 from manymodels.validate import check_columns, required_columns
 
@@ -327,7 +328,7 @@ def _spark_source(spark: SparkSession, uri: str, cfg: Config) -> list[SparkDataF
             if suffix is None and "UNABLE_TO_INFER_SCHEMA" in text:
                 continue  # the folder holds no file of this kind
             raise DataError(f"{uri} is not readable by Spark: {_spark_error(exc)}") from None
-        frames.append(_as_text(df, columns))
+        frames.append(_as_text(df, columns, cfg.data))
     if not frames:
         raise DataError(f"folder {uri} holds no .csv or .parquet file")
     for df in frames:
@@ -339,9 +340,16 @@ def _spark_source(spark: SparkSession, uri: str, cfg: Config) -> list[SparkDataF
     return frames
 
 
-def _as_text(df: SparkDataFrame, columns: list[str]) -> SparkDataFrame:
-    """Every column as landed text (dates as ``YYYY-MM-DD``), plus the file's URI."""
-    cols = [f"CAST({_q(c)} AS STRING) AS {_q(c)}" for c in columns]
+def _as_text(df: SparkDataFrame, columns: list[str], data: DataConfig) -> SparkDataFrame:
+    """Every column as landed text (dates as ``YYYY-MM-DD``, in the data's own sense whatever
+    the session's time zone: ``ds_text_sql``), plus the file's URI."""
+    kinds = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    cols = [
+        f"{ds_text_sql(c, kinds[c], data.freq)} AS {_q(c)}"
+        if c == data.time_col
+        else f"CAST({_q(c)} AS STRING) AS {_q(c)}"
+        for c in columns
+    ]
     return df.selectExpr(*cols, "_metadata.file_path AS _source")
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "check_java",
     "default_parallelism",
+    "ds_text_sql",
     "from_arrow",
     "get_spark",
     "is_connect",
@@ -150,6 +151,35 @@ def spark_of(df: DataFrame | None = None, spark: SparkSession | None = None) -> 
     if df is not None:
         return df.sparkSession
     return get_spark()
+
+
+def ds_text_sql(column: str, kind: str, freq: str) -> str:
+    """A Spark SQL expression: the time column ``column`` (Spark type name ``kind``) as the ISO
+    text the data means, whatever the session's time zone.
+
+    Dates and time-zone-free timestamps are their own wall-clock text. A timestamp with a time
+    zone is an instant: for daily and coarser data it is read as the date of the zone in which
+    it is a midnight — the session's (rows created in that session) or else UTC (rows written
+    from UTC, such as tz-aware pandas or Parquet) — so a date never shifts to 04:00 or 19:00 of
+    another day. An instant that is a midnight in neither keeps its session wall time, which
+    ``clean`` then reports as not fitting the frequency.
+    """
+    q = f"`{column.replace('`', '``')}`"
+    if kind == "date":
+        return f"date_format({q}, 'yyyy-MM-dd')"
+    full = "'yyyy-MM-dd HH:mm:ss'"
+    if kind == "timestamp_ntz" or freq in ("H", "h"):
+        return (
+            f"date_format({q}, {full})" if kind.startswith("timestamp") else f"CAST({q} AS STRING)"
+        )
+    if kind != "timestamp":
+        return f"CAST({q} AS STRING)"
+    utc = f"to_utc_timestamp({q}, current_timezone())"
+    return (
+        f"CASE WHEN date_format({q}, 'HH:mm:ss') = '00:00:00' THEN date_format({q}, 'yyyy-MM-dd') "
+        f"WHEN date_format({utc}, 'HH:mm:ss') = '00:00:00' THEN date_format({utc}, 'yyyy-MM-dd') "
+        f"ELSE date_format({q}, {full}) END"
+    )
 
 
 def to_arrow(df: DataFrame) -> pa.Table:

@@ -88,3 +88,13 @@ def test_the_pandas_entry_points_match_the_spark_ones(frame, cfg):
     assert isinstance(ledger, pd.DataFrame) and set(ledger["status"]) == {"ok"}
     preds = mm.forecast(ledger, None, horizon=14, cfg=cfg)
     assert len(preds) == 4 * 14 and preds["error"].isna().all()
+
+
+def test_utc_midnights_read_in_new_york_keep_their_dates(spark, frame, cfg):
+    ny = spark.newSession()
+    ny.conf.set("spark.sql.session.timeZone", "America/New_York")
+    small = frame[frame["store"] == 2].copy()
+    small["ds"] = small["ds"].dt.tz_localize("UTC")  # instants: 19:00 or 20:00 in New York
+    ledger = mm.fit(ny.createDataFrame(small), cfg).toPandas()
+    assert set(ledger["status"]) == {"ok"}, ledger["error"].tolist()
+    assert set(pd.to_datetime(ledger["last_ds"])) == {frame["ds"].max()}

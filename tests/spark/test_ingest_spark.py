@@ -153,3 +153,21 @@ def test_local_and_spark_readers_land_in_the_same_local_bronze(make_cfg, spark, 
     ingest([second.as_uri()], cfg, spark=spark)
     raw = open_store(cfg).read_pandas(open_store(cfg).ref("bronze", "sales_raw"))
     assert len(raw) == 5 and raw["_ingested_at"].notna().all()
+
+
+def test_utc_timestamps_land_as_their_dates_in_a_new_york_session(cfg, spark, tmp_path):
+    ny = spark.newSession()
+    ny.conf.set("spark.sql.session.timeZone", "America/New_York")
+    path = tmp_path / "utc.parquet"
+    pd.DataFrame(  # tz-aware midnights: 19:00 the day before in New York
+        {
+            "date": pd.date_range("2024-03-01", periods=3, freq="D", tz="UTC"),
+            "store": [1, 1, 1],
+            "item": [1, 1, 1],
+            "sales": [1.0, 2.0, 3.0],
+        }
+    ).to_parquet(path, coerce_timestamps="us")
+    store = SparkTableStore(cfg, ny)
+    ingest([path.as_uri()], cfg, store)
+    raw = store.read_pandas(store.ref("bronze", "sales_raw"))
+    assert sorted(raw["date"]) == ["2024-03-01", "2024-03-02", "2024-03-03"]
