@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import socket
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -136,7 +138,7 @@ class LocalDeltaStore(TableStore):
             return to_arrow_table(cast("pd.DataFrame | pa.Table", data)), None
         import pyarrow.dataset as pds
 
-        stage = self.cfg.home_path / "_staging" / uuid.uuid4().hex
+        stage = self.cfg.home_path / "_staging" / staging_name()
         cast("SparkDataFrame", data).write.mode("overwrite").parquet(str(stage))
         dataset = pds.dataset(str(stage), format="parquet")
         if not dataset.files:
@@ -217,20 +219,47 @@ class LocalDeltaStore(TableStore):
         return list(self._table(ref).history()) if self.exists(ref) else []
 
 
-#: A staging folder untouched this long belongs to a run that was killed: safe to remove.
+#: A staging folder of another machine (a shared home) untouched this long belongs to a run
+#: that was killed: safe to remove. On this machine the owner's process id decides.
 STALE_STAGING_SECONDS = 6 * 3600
 
 
+def staging_name() -> str:
+    """``<host>-<pid>-<random>``: the sweep can tell whether the writing process still lives."""
+    host = socket.gethostname().replace("-", "_")
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _is_stale(child: Path, now: float) -> bool:
+    """A staging folder whose process is gone (this machine), or that is old (elsewhere)."""
+    parts = child.name.split("-")
+    here = socket.gethostname().replace("-", "_")
+    if len(parts) == 3 and parts[1].isdigit() and parts[0] == here:
+        return not _pid_alive(int(parts[1]))
+    return child.stat().st_mtime < now - STALE_STAGING_SECONDS
+
+
 def _sweep_stale_staging(folder: Path) -> None:
-    """Remove staging output left by killed runs (it was never committed to any table)."""
+    """Remove staging output left by killed runs (it was never committed to any table); the
+    folder of a live run is never touched, however long it runs."""
     if not folder.is_dir():
         return
     import time
 
-    cutoff = time.time() - STALE_STAGING_SECONDS
+    now = time.time()
     for child in folder.iterdir():
         try:
-            if child.stat().st_mtime < cutoff:
+            if _is_stale(child, now):
                 shutil.rmtree(child, ignore_errors=True)
                 log.info("removed stale staging output %s", child)
         except OSError:
