@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 __all__ = [
+    "BusyError",
     "ConfigError",
     "DataError",
+    "IntegrityError",
     "ManyModelsError",
     "ModelError",
     "SetupError",
@@ -33,9 +35,17 @@ class ModelError(ManyModelsError):
     """A model could not be fitted, serialized, verified or loaded."""
 
 
+class IntegrityError(ModelError):
+    """Model bytes failed verification (sha256 mismatch, refused payload): a security event."""
+
+
 class ThresholdError(ManyModelsError):
     """Too many partitions failed: the job's error threshold was passed."""
 
 
 class SetupError(ManyModelsError):
     """The machine lacks something the step needs (Java, pyspark, deltalake, ...)."""
+
+
+class BusyError(ManyModelsError):
+    """Another manymodels step is writing to the same home: wait for it or run later."""

@@ -14,10 +14,11 @@ import pandas as pd
 from manymodels.config import Config
 from manymodels.errors import ConfigError, DataError, ThresholdError
 from manymodels.fitting import fit_stage, ledger_schema, n_fit_tasks
-from manymodels.models import get_family
+from manymodels.locking import exclusive
 from manymodels.partition import (
     CHAMPION_COLUMNS,
     SIMPLE_METHODS,
+    check_families,
     data_fingerprint,
     history_frame,
     ledger_columns,
@@ -94,8 +95,7 @@ def _fingerprint(keys: list[str], regs: list[str], fill: str, pdf: pd.DataFrame)
 
 def _check_config(cfg: Config) -> None:
     families = cfg.train.candidate_families
-    for name in [*families, *([cfg.train.fallback] if cfg.train.fallback else [])]:
-        get_family(name)  # raises with the known families
+    check_families(cfg)  # every family built with its params: typos stop here, named
     unknown = set(cfg.train.params) - set(families) - {cfg.train.fallback, *SIMPLE_METHODS}
     if unknown:
         raise ConfigError(
@@ -212,6 +212,7 @@ def _with_champions(plan: pd.DataFrame, *, cfg: Config, store: TableStore) -> pd
     return plan.merge(champs, on=keys, how="left")
 
 
+@exclusive("train")
 def train(
     cfg: Config,
     spark: SparkSession | None = None,
@@ -319,7 +320,7 @@ def train(
             per_key.loc[per_key["status"] != "ok", [*keys, "status", "error"]], "failures"
         )
         run.set_tags({"manymodels.ok": result.ok, "manymodels.failed": result.failed})
-        _check_threshold(cfg, result)
+        _check_threshold(cfg, result, rows)
         if register:
             result.model_version = _register(rows, cfg, run_id, silver_version)
     result.seconds = time.perf_counter() - started
@@ -369,15 +370,40 @@ def _summarize(
     )
 
 
-def _check_threshold(cfg: Config, result: TrainResult) -> None:
+def _check_threshold(cfg: Config, result: TrainResult, rows: pd.DataFrame | None = None) -> None:
+    """Stop past ``train.max_failed_fraction`` of failed keys; a key served by the fallback
+    because its candidates failed (ledger ``fallback = failed``) counts as failed here."""
     if not result.n_keys:
         return
-    share = result.failed / result.n_keys
+    fell_back = pd.DataFrame()
+    if rows is not None and "fallback" in rows.columns:
+        fell_back = rows[(rows["status"] == "ok") & (rows["fallback"] == "failed")]
+    failed = result.failed + len(fell_back)
+    share = failed / result.n_keys
     if share <= cfg.train.max_failed_fraction:
+        if len(fell_back):
+            log.warning(
+                "%d key(s) are served by train.fallback because their candidates failed",
+                len(fell_back),
+            )
         return
     worst = "; ".join(f"{n:,} x {e} (e.g. {ex})" for e, n, ex in result.top_errors[:3])
+    if len(fell_back):
+        keys = list(cfg.data.keys)
+        first = fell_back.iloc[0]
+        example = ", ".join(f"{k}={first[k]}" for k in keys)
+        reason = " ".join(str(first["error"] or "").split())[:200]
+        worst = "; ".join(
+            w
+            for w in (
+                worst,
+                f"{len(fell_back):,} x served by the fallback: {reason} (e.g. {example})",
+            )
+            if w
+        )
     raise ThresholdError(
-        f"training failed for {result.failed:,} of {result.n_keys:,} keys ({share:.1%}), past "
+        f"training failed for {failed:,} of {result.n_keys:,} keys ({share:.1%}; "
+        f"{len(fell_back):,} of them served by train.fallback), past "
         f"train.max_failed_fraction={cfg.train.max_failed_fraction:.1%}. Most common: {worst}. "
         f"The failures are in gold.model_ledger; fix the cause and rerun with --resume "
         f"{result.run_id} to refit only those keys"
