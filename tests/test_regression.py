@@ -85,3 +85,41 @@ def test_a_month_seen_on_a_few_odd_days_does_not_double_its_forecast() -> None:
     unshrunk, shrunk = july(0.0), july(3.0)
     assert unshrunk > 200.0  # four odd days decide the whole month
     assert shrunk < 0.75 * unshrunk
+
+
+def test_paydays_at_the_month_end_and_start_are_forecast_on_daily_data() -> None:
+    rng = np.random.default_rng(3)
+    ds = pd.date_range("2021-01-01", periods=900, freq="D")
+    payday = (ds.day <= 2) | (ds.day == ds.days_in_month)  # the last day and the first two
+    y = 100.0 * np.where(payday, 1.3, 1.0) * rng.lognormal(0, 0.05, ds.size)
+    history = pd.DataFrame({"ds": ds, "y": y})
+    spec = ForecastSpec("D", 7, transform="log1p")
+    future = pd.DataFrame({"ds": pd.date_range(ds[-1], periods=61)[1:]})
+    future_payday = ((future["ds"].dt.day <= 2) | future["ds"].dt.is_month_end).to_numpy()
+    for month_days in (True, False):
+        params = {"month_days": month_days, "holidays": False}
+        model = get_family("trend_season")(spec, params).fit(history)
+        yhat = model.predict(future)["yhat"].to_numpy()
+        lift = yhat[future_payday].mean() / yhat[~future_payday].mean()
+        if month_days:
+            assert abs(lift - 1.3) < 0.05 and model._month_day_scale == 1.0
+        else:
+            assert abs(lift - 1.0) < 0.05
+
+
+def test_day_of_month_terms_are_shrunk_away_when_the_data_show_none() -> None:
+    model = get_family("trend_season")(ForecastSpec("D", 7, transform="log1p"), {"holidays": False})
+    model.fit(steady(seed=4))
+    assert model._month_day_scale >= 100.0  # cross-validation finds no day-of-month effect
+    future = pd.DataFrame({"ds": pd.date_range("2023-06-19", periods=43)[1:]})
+    yhat = model.predict(future)["yhat"].to_numpy()
+    assert yhat.std() / yhat.mean() < 0.02  # no spurious monthly pattern
+
+
+def test_weekly_data_get_no_day_of_month_terms() -> None:
+    weeks = pd.date_range("2019-01-06", periods=150, freq="W-SUN")
+    history = pd.DataFrame({"ds": weeks, "y": 100.0 + np.arange(150) % 7})
+    spec = ForecastSpec("W", 52, transform="none")
+    on = get_family("trend_season")(spec, {"month_days": True}).fit(history)
+    off = get_family("trend_season")(spec, {"month_days": False}).fit(history)
+    assert on._coef.shape == off._coef.shape

@@ -9,9 +9,12 @@ not compound. With ``train.transform`` (auto, log1p, Box-Cox) it is a multiplica
   one-hot terms for daily and weekly data (``months``); yearly Fourier terms (order
   ``yearly_order``; ``auto``: with at least a year of history 4 for daily and 10 for weekly
   data, else 0); the number of the country's public holidays in the period (daily and
-  weekly data, ``holidays``); the future regressors at t, for daily data also by weekday
-  (``weekday_effects``: a promotion may lift Mondays more than Saturdays), and every
-  regressor's configured lags and leads.
+  weekly data, ``holidays``); for daily data the day of the month (``month_days``: days
+  1-28 and the last three days of the month, for paydays and month-end shopping), their
+  prior strength chosen per key by generalized cross-validation among 1x, 10x, 100x and
+  "off" (a series without a payday pattern gets none); the future regressors at t, for
+  daily data also by weekday (``weekday_effects``: a promotion may lift Mondays more than
+  Saturdays), and every regressor's configured lags and leads.
 - Level breaks: a run of at least ``break_gap`` missing periods inside the history (``auto``:
   28 days, 8 weeks, 3 months) starts a new level: a step term from the first observation
   after it (a store closed for refurbishment rarely reopens at its old level).
@@ -48,6 +51,11 @@ _PERIODS_PER_YEAR = {"D": 365.25, "W": 52.18, "M": 12.0, "H": 8766.0}
 _AUTO_ORDER = {"D": 4, "W": 10}
 #: ``break_gap: auto``: a run of missing periods this long starts a new level.
 _AUTO_BREAK_GAP = {"D": 28, "W": 8, "M": 3, "H": 168}
+#: Day-of-month columns: days 1-28 and the last three days counted from the month's end.
+_N_MONTH_DAYS = 31
+#: Multipliers of the day-of-month terms' prior strength tried by generalized cross-validation
+#: (the last one is as good as leaving them out).
+_MONTH_DAY_SCALES = (1.0, 10.0, 100.0, 1e6)
 
 
 @register
@@ -69,6 +77,7 @@ class TrendSeason(Forecaster):
             "trend_alpha": 0.25,
             "break_gap": "auto",
             "prior_count": 3.0,
+            "month_days": True,
         }
 
     @classmethod
@@ -89,6 +98,7 @@ class TrendSeason(Forecaster):
         check_choice(f, "months", params["months"], [True, False])
         check_choice(f, "holidays", params["holidays"], [True, False])
         check_choice(f, "weekday_effects", params["weekday_effects"], [True, False])
+        check_choice(f, "month_days", params["month_days"], [True, False])
         params["trend_alpha"] = check_float(f, "trend_alpha", params["trend_alpha"], 0.0)
         params["prior_count"] = check_float(f, "prior_count", params["prior_count"], 0.0)
         if params["break_gap"] not in ("auto", None):
@@ -109,11 +119,26 @@ class TrendSeason(Forecaster):
     def _year(self) -> float:
         return _PERIODS_PER_YEAR[self.spec.kind]
 
-    def _design(self, ds: pd.DatetimeIndex, t: FloatArray, regs: FloatArray) -> FloatArray:
+    def _calendar(self, ds: pd.DatetimeIndex) -> FloatArray:
+        """The calendar columns (the design's first): season, months, Fourier, day of the
+        month (daily data), holidays."""
         parts = [calendar_terms(ds, self.spec.kind, self._yearly, self.params["months"])]
+        if self.params["month_days"] and self.spec.kind == "D":
+            parts.append(month_day_terms(ds))
         if self._holidays:
             span = 7 if self.spec.kind == "W" else 1
             parts.append(holiday_flags(ds, self.spec.holidays_country, span)[:, None])
+        return np.hstack(parts)
+
+    def _month_day_block(self, ds: pd.DatetimeIndex) -> slice | None:
+        """Where the day-of-month columns are in the design (None without them)."""
+        if not (self.params["month_days"] and self.spec.kind == "D"):
+            return None
+        start = calendar_terms(ds[:1], self.spec.kind, self._yearly, self.params["months"])
+        return slice(start.shape[1], start.shape[1] + _N_MONTH_DAYS)
+
+    def _design(self, ds: pd.DatetimeIndex, t: FloatArray, regs: FloatArray) -> FloatArray:
+        parts = [self._calendar(ds)]
         if self.params["trend"] == "linear":
             parts.append((t / self._year())[:, None])
         parts.append(regs)
@@ -179,10 +204,13 @@ class TrendSeason(Forecaster):
         prior = float(self.params["prior_count"]) * float(w.mean())
         penalty = np.where(indicator, np.maximum(penalty, prior / self._xsd**2), penalty)
         if self.params["trend"] == "linear":  # the trend column: after calendar and holidays
-            calendar = calendar_terms(ds[:1], self.spec.kind, self._yearly, self.params["months"])
-            penalty[calendar.shape[1] + int(self._holidays)] = self.params["trend_alpha"] * w.sum()
-        gram = (xs * w[:, None]).T @ xs + np.diag(penalty)
-        self._coef = np.linalg.solve(gram, (xs * w[:, None]).T @ (yw - self._ymu))
+            penalty[self._calendar(ds[:1]).shape[1]] = self.params["trend_alpha"] * w.sum()
+        gram = (xs * w[:, None]).T @ xs
+        rhs = (xs * w[:, None]).T @ (yw - self._ymu)
+        block = self._month_day_block(ds)
+        self._coef, self._month_day_scale = _fit_block_strength(
+            xs, yw - self._ymu, w, gram, rhs, penalty, block
+        )
         residuals = yw - (xs @ self._coef + self._ymu)
         self._lo, self._hi = _weighted_band(residuals, w, self.spec.interval_width)
         self._n_eff = float(w.sum() ** 2 / (w**2).sum())
@@ -238,6 +266,49 @@ class TrendSeason(Forecaster):
         width = len(self.spec.regressors)
         tail = np.asarray(state["reg_tail"], dtype="float64")
         self._reg_tail = tail.reshape(-1, width) if width else np.empty((0, 0))
+
+
+def month_day_terms(ds: pd.DatetimeIndex) -> FloatArray:
+    """0/1 columns for the day of the month (1-28) and for the last three days of the month
+    counted from its end (paydays and month-end shopping): 31 columns, one or two set per day.
+    Counting the month's end from the end keeps the 28th to 31st of short and long months
+    apart from their 'last day' effect."""
+    day = ds.day.to_numpy()
+    left = (ds.days_in_month - ds.day).to_numpy()  # 0 on the last day
+    first = (np.minimum(day, 28)[:, None] == np.arange(1, 29)[None, :]) & (day[:, None] <= 28)
+    last = left[:, None] == np.arange(3)[None, :]
+    return np.hstack((first, last)).astype("float64")
+
+
+def _fit_block_strength(
+    xs: FloatArray,
+    yc: FloatArray,
+    w: FloatArray,
+    gram: FloatArray,
+    rhs: FloatArray,
+    penalty: FloatArray,
+    block: slice | None,
+) -> tuple[FloatArray, float]:
+    """Ridge coefficients with the penalty of the ``block`` columns scaled by the multiplier
+    of ``_MONTH_DAY_SCALES`` with the least weighted generalized cross-validation error
+    (``rss / (1 - df / n)^2``), and that multiplier: a block of terms the data do not
+    support (no payday effect in the series) is shrunk to nothing, one they do is kept."""
+    if block is None:
+        return np.asarray(np.linalg.solve(gram + np.diag(penalty), rhs), dtype="float64"), 1.0
+    wn, n = w / w.mean(), float(w.size)
+    best: tuple[float, float, FloatArray] | None = None
+    for scale in _MONTH_DAY_SCALES:
+        pen = penalty.copy()
+        pen[block] *= scale
+        system = gram + np.diag(pen)
+        coef = np.asarray(np.linalg.solve(system, rhs), dtype="float64")
+        df = float(np.trace(np.linalg.solve(system, gram)))
+        resid = yc - xs @ coef
+        gcv = float((wn * resid**2).sum()) / n / max(1.0 - df / n, 1e-6) ** 2
+        if best is None or gcv < best[0]:
+            best = (gcv, scale, coef)
+    assert best is not None
+    return best[2], best[1]
 
 
 def _weighted_band(residuals: FloatArray, weights: FloatArray, width: float) -> tuple[float, float]:
