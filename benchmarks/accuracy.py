@@ -241,8 +241,13 @@ def _run_chunk(task: tuple[Any, pd.Timestamp, list[tuple[Any, ...]]]) -> list[di
     return out
 
 
-def _by_key(frame: pd.DataFrame, keys: list[str]) -> dict[tuple[Any, ...], Any]:
-    return {(k if isinstance(k, tuple) else (k,)): g for k, g in frame.groupby(keys)}
+def _key(values: Any) -> tuple[str, ...]:
+    """A key as a tuple of strings: clean_frame may store key columns as text."""
+    return tuple(str(v) for v in (values if isinstance(values, tuple) else (values,)))
+
+
+def _by_key(frame: pd.DataFrame, keys: list[str]) -> dict[tuple[str, ...], Any]:
+    return {_key(k): g for k, g in frame.groupby(keys)}
 
 
 def prepare(ds: Dataset, cfg: Any, train: pd.DataFrame, test: pd.DataFrame) -> str:
@@ -288,7 +293,9 @@ def run_library(ds: Dataset, cfg: Any, test: pd.DataFrame, args: argparse.Namesp
         if r["yhat"] is not None
         for d, y in zip(_STATE["wanted"][r["key"]], r["yhat"], strict=True)
     }
-    rows = zip(*(test[k] for k in ds.keys), pd.to_datetime(test[ds.time_col]), strict=True)
+    rows = zip(
+        *(test[k].astype(str) for k in ds.keys), pd.to_datetime(test[ds.time_col]), strict=True
+    )
     forecast = pd.Series([got.get(row, np.nan) for row in rows], index=test.index, dtype=float)
     failed = [r for r in results if r["yhat"] is None or not np.isfinite(r["yhat"]).all()]
     return {

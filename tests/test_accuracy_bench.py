@@ -91,3 +91,11 @@ def test_weekday_baselines_on_gappy_data(bench: ModuleType) -> None:
     assert med.iloc[0] == 36.0
     # Tuesdays (never promo): y 9, 16, ..., 58 -> median (30 + 37) / 2
     assert med.iloc[1] == 33.5
+
+
+def test_keys_match_whether_clean_stores_them_as_numbers_or_text(bench: ModuleType) -> None:
+    source = pd.DataFrame({"store": [1, 1, 2], "item": [7, 7, 7], "y": [1.0, 2.0, 3.0]})
+    silver = source.astype({"store": str, "item": str})
+    assert set(bench._by_key(source, ["store", "item"])) == {("1", "7"), ("2", "7")}
+    assert set(bench._by_key(silver, ["store", "item"])) == {("1", "7"), ("2", "7")}
+    assert set(bench._by_key(source[["store", "y"]], ["store"])) == {("1",), ("2",)}
