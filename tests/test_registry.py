@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +20,7 @@ from manymodels.config import Config, load_config
 from manymodels.errors import ModelError
 
 mlflow = pytest.importorskip("mlflow")
+from manymodels.registry.client import uris  # noqa: E402
 
 LAST_DS = pd.Timestamp("2024-03-31")
 
@@ -89,7 +92,7 @@ def make_models(
 @pytest.fixture
 def loader(monkeypatch: pytest.MonkeyPatch) -> Loader:
     fake = Loader()
-    monkeypatch.setattr(registry, "_load_forecaster", fake)
+    monkeypatch.setattr(registry.store, "_load_forecaster", fake)
     return fake
 
 
@@ -105,6 +108,29 @@ def cfg(tmp_path: Path, loader: Loader) -> Config:
             "mlflow.model_name": "mm_test",
         },
     )
+
+
+def client_of(cfg: Config) -> Any:
+    tracking, registry_uri = uris(cfg)
+    return mlflow.MlflowClient(tracking_uri=tracking, registry_uri=registry_uri)
+
+
+@contextlib.contextmanager
+def as_user(cfg: Config) -> Iterator[None]:
+    """Point the global MLflow URIs at cfg's stores, as a user serving the model would."""
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uris(cfg)[0])
+    mlflow.set_registry_uri(uris(cfg)[1])
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+
+
+def load_pyfunc(cfg: Config, uri: str) -> Any:
+    with as_user(cfg):
+        return mlflow.pyfunc.load_model(uri)
 
 
 def register(cfg: Config, models: pd.DataFrame, alias: str = "challenger") -> Any:
@@ -149,7 +175,7 @@ def test_register_versions_and_aliases(cfg: Config, tmp_path: Path, monkeypatch:
     assert v2.version == 2
     assert registry.get_alias_version(cfg, "challenger") == 2
 
-    client = mlflow.MlflowClient()
+    client = client_of(cfg)
     assert client.get_run(promote_run).info.status == "FINISHED"
     mv = client.get_model_version("mm_test", "2")
     assert mv.tags["n_models"] == "50"
@@ -175,12 +201,13 @@ def test_register_versions_and_aliases(cfg: Config, tmp_path: Path, monkeypatch:
     # everything under home: sqlite db, artifacts; nothing in the working directory
     assert (cfg.home_path / "mlflow.db").is_file()
     assert list((cfg.home_path / "mlartifacts").rglob("models.arrow"))
-    assert not (tmp_path / "mlruns").exists()
+    # (MLflow 2.x's sqlite store makes an empty ./mlruns as its default artifact root)
+    assert not list((tmp_path / "mlruns").rglob("*"))
 
 
 def test_pyfunc_predicts_by_ds_and_horizon(cfg: Config, loader: Loader) -> None:
     register(cfg, make_models())
-    model = mlflow.pyfunc.load_model("models:/mm_test@challenger")
+    model = load_pyfunc(cfg, "models:/mm_test@challenger")
     assert loader.calls == []  # nothing deserialized at load time
 
     ds = pd.date_range("2024-04-01", periods=3, freq="D")
@@ -232,7 +259,7 @@ def test_on_demand_loading_is_bounded(cfg: Config, loader: Loader) -> None:
     ms.predict(keys.iloc[:1].assign(horizon=1))  # evicted: loaded again
     assert ms.loads == 11
 
-    model = mlflow.pyfunc.load_model("models:/mm_test/1")
+    model = load_pyfunc(cfg, "models:/mm_test/1")
     loader.calls.clear()
     for _ in range(2):
         model.predict(keys.assign(horizon=1), params={"cache_size": 2})
@@ -259,7 +286,7 @@ def test_tampered_model_is_refused(cfg: Config, loader: Loader) -> None:
     assert fresh.get((1, "i00")).level == 100
     with pytest.raises(ModelError, match=r"store=1, item='i01'.*model_sha256"):
         fresh.get((1, "i01"))
-    model = mlflow.pyfunc.load_model("models:/mm_test@challenger")
+    model = load_pyfunc(cfg, "models:/mm_test@challenger")
     with pytest.raises(ModelError, match="model_sha256"):
         model.predict(pd.DataFrame({"store": [1], "item": ["i01"], "horizon": [1]}))
     assert 999 not in loader.calls
@@ -273,7 +300,7 @@ def test_empty_set_registers(cfg: Config) -> None:
     ms = registry.load_model_set(cfg)
     assert len(ms) == 0 and ms.models_frame().empty
     assert "model" in ms.models_frame().columns
-    model = mlflow.pyfunc.load_model("models:/mm_test@champion")
+    model = load_pyfunc(cfg, "models:/mm_test@champion")
     with pytest.raises(ModelError, match="no model for key"):
         model.predict(pd.DataFrame({"store": [1], "item": ["i01"], "horizon": [1]}))
     out = ms.predict(pd.DataFrame({"store": [], "item": [], "horizon": []}))
@@ -296,13 +323,13 @@ def test_missing_alias_says_what_to_run(cfg: Config) -> None:
 def test_job_run_logs_and_resumes(cfg: Config) -> None:
     long_cfg = cfg.replace(**{"train.params": {"ridge": {"note": "n" * 900}}})
     with registry.job_run(long_cfg, "train", params={"mode": "full"}, tags={"who": "ci"}) as run:
-        assert mlflow.active_run().info.run_id == run.run_id
+        assert mlflow.active_run() is None  # a client run: the fluent stack is untouched
         run.log_metrics({"wape": 0.25, "n_failed": 3, "skipped": None})
         run.log_table(pd.DataFrame({"store": [1], "wape": [0.2]}), "metrics")
         run.log_table(pd.DataFrame({"store": [1], "error": ["boom"]}), "failures.csv")
         run.log_dict({"a": 1}, "summary.json")
         run.set_tags({"n_keys": 50})
-    client = mlflow.MlflowClient()
+    client = client_of(cfg)
     got = client.get_run(run.run_id)
     assert got.info.status == "FINISHED"
     assert got.data.metrics == {"wape": 0.25, "n_failed": 3.0}
@@ -325,7 +352,7 @@ def test_job_run_logs_and_resumes(cfg: Config) -> None:
 def test_job_run_failure_marks_failed(cfg: Config) -> None:
     with pytest.raises(RuntimeError, match="boom"), registry.job_run(cfg, "score") as run:
         raise RuntimeError("boom")
-    got = mlflow.MlflowClient().get_run(run.run_id)
+    got = client_of(cfg).get_run(run.run_id)
     assert got.info.status == "FAILED"
     assert got.data.tags["manymodels.error"] == "RuntimeError: boom"
     assert mlflow.active_run() is None
@@ -338,7 +365,7 @@ def test_real_baseline_models_round_trip(cfg: Config, monkeypatch: pytest.Monkey
     from manymodels.models.base import get_family
     from manymodels.models.spec import ForecastSpec
 
-    monkeypatch.setattr(registry, "_load_forecaster", models_pkg.loads)
+    monkeypatch.setattr(registry.store, "_load_forecaster", models_pkg.loads)
     history = pd.DataFrame({"ds": pd.date_range("2024-01-01", periods=60, freq="D")})
     rows = []
     for store in (1, 2):
@@ -358,6 +385,6 @@ def test_real_baseline_models_round_trip(cfg: Config, monkeypatch: pytest.Monkey
             }
         )
     register(cfg, pd.DataFrame(rows))
-    model = mlflow.pyfunc.load_model("models:/mm_test@challenger")
+    model = load_pyfunc(cfg, "models:/mm_test@challenger")
     out = model.predict(pd.DataFrame({"store": [1, 2], "item": ["a", "a"], "horizon": [3, 3]}))
     assert out.groupby("store")["yhat"].mean().tolist() == [1.0, 2.0]

@@ -1,0 +1,228 @@
+"""Registering a model set: one pyfunc saved, logged into the job's run, registered, aliased.
+
+Works the same on MLflow 2.x and 3.x: ``mlflow.pyfunc.save_model`` to a temporary folder,
+``client.log_artifacts`` into the run and ``client.create_model_version`` from the run's
+artifact URI — no fluent run, no MLflow-3-only argument.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from manymodels.config import Config
+from manymodels.errors import ModelError
+from manymodels.registry.client import check_alias, check_model_name, client_for, no_progress_bars
+from manymodels.registry.files import FORMAT, prepare, write_set
+from manymodels.registry.pyfunc import pyfunc_class
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+__all__ = ["PIP_REQUIREMENTS", "ModelSetVersion", "register_model_set"]
+
+log = logging.getLogger(__name__)
+
+#: Requirements of a logged model set; explicit, because inference costs seconds per model.
+PIP_REQUIREMENTS = ["manymodels", "pandas<3", "pyarrow", "prophet", "scikit-learn"]
+ARTIFACT_NAME = "model_set"
+_OUTPUT_COLUMNS = ["ds", "yhat", "yhat_lower", "yhat_upper"]
+
+
+@dataclass(frozen=True)
+class ModelSetVersion:
+    """One registered version of a model set."""
+
+    name: str
+    version: int
+    run_id: str
+    alias: str | None
+    n_models: int
+
+    @property
+    def uri(self) -> str:
+        """The ``models:/name/version`` URI of this version."""
+        return f"models:/{self.name}/{self.version}"
+
+
+def _mlflow_type(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(series):
+        return "long"
+    if pd.api.types.is_float_dtype(series):
+        return "double"
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return "datetime"
+    return "string"
+
+
+def _signature(frame: pd.DataFrame, keys: list[str], cfg: Config) -> Any:
+    """Input/output schema (Unity Catalog requires both) and the predict params."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import AnyType
+
+    key_specs = [ColSpec(_mlflow_type(frame[k]), k) for k in keys]
+    any_type = AnyType()  # type: ignore[no-untyped-call]
+    regressors = [ColSpec(any_type, r, required=False) for r in cfg.data.regressors]
+    inputs = Schema(
+        [
+            *key_specs,
+            ColSpec("datetime", "ds", required=False),
+            ColSpec("long", "horizon", required=False),
+            *regressors,
+        ]
+    )
+    outputs = Schema(
+        [
+            *key_specs,
+            ColSpec("datetime", "ds"),
+            *(ColSpec("double", c) for c in _OUTPUT_COLUMNS[1:]),
+            ColSpec("string", "error", required=False),
+        ]
+    )
+    params = ParamSchema(
+        [ParamSpec("cache_size", "long", None), ParamSpec("errors", "string", "raise")]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+class _DropCloudpickleWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "CloudPickle" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_pyfunc() -> Iterator[None]:
+    quiet = _DropCloudpickleWarning()
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    pyfunc_log.addFilter(quiet)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*input example.*")
+            yield
+    finally:
+        pyfunc_log.removeFilter(quiet)
+
+
+def _log_pyfunc(
+    client: MlflowClient,
+    run_id: str,
+    artifacts: dict[str, str],
+    signature: Any,
+    metadata: dict[str, Any],
+) -> str:
+    """Save the pyfunc locally, upload it into ``run_id``; return its artifact URI."""
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise ModelError(
+            f"MLflow run {run_id!r} does not exist; pass the run_id of the job's run "
+            "(job_run(...).run_id)"
+        ) from None
+    with (
+        tempfile.TemporaryDirectory(prefix="mm-pyfunc-") as tmp,
+        _quiet_pyfunc(),
+        no_progress_bars(),
+    ):
+        local = Path(tmp) / ARTIFACT_NAME
+        # Unwrapped: MLflow 2.x wraps save_model in @trace_disabled, whose exit sets up the
+        # tracer with a default client (an ``mlruns`` folder in the caller's cwd); nothing is
+        # traced while saving a set (no input example), so the wrapper has nothing to do here.
+        save_model = inspect.unwrap(mlflow.pyfunc.save_model)
+        save_model(
+            path=str(local),
+            python_model=pyfunc_class()(),
+            artifacts=artifacts,
+            pip_requirements=PIP_REQUIREMENTS,
+            signature=signature,
+            metadata=metadata,
+        )
+        client.log_artifacts(run_id, str(local), ARTIFACT_NAME)
+    return f"{run.info.artifact_uri.rstrip('/')}/{ARTIFACT_NAME}"
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            raise
+        with contextlib.suppress(MlflowException):  # lost a creation race: fine
+            client.create_registered_model(
+                name, description="manymodels: each version is a set of per-key models"
+            )
+
+
+def register_model_set(
+    cfg: Config,
+    models: pd.DataFrame,
+    *,
+    alias: str,
+    run_id: str,
+    tags: Mapping[str, str] | None = None,
+    description: str | None = None,
+) -> ModelSetVersion:
+    """Register ``models`` (keys + SET_COLUMNS) as a new version of ``cfg.mlflow.model_name``.
+
+    The version is one pyfunc logged into ``run_id`` whose artifacts are ``models.arrow`` (keys
+    and model bytes sorted by key) and ``manifest.parquet``; ``alias`` moves to it. An empty set
+    is a valid version.
+    """
+    check_alias(alias)
+    check_model_name(cfg)
+    keys = list(cfg.data.keys)
+    started = time.perf_counter()
+    frame = prepare(models, keys)
+    client = client_for(cfg)
+    name = cfg.mlflow.model_name
+    with tempfile.TemporaryDirectory(prefix="mm-set-") as tmp:
+        models_path, manifest_path = write_set(frame, keys, Path(tmp))
+        source = _log_pyfunc(
+            client,
+            run_id,
+            {"models": str(models_path), "manifest": str(manifest_path)},
+            _signature(frame, keys, cfg),
+            {"manymodels_keys": keys, "manymodels_format": FORMAT, "n_models": len(frame)},
+        )
+    _ensure_registered_model(client, name)
+    families = {str(k): int(v) for k, v in frame["family"].value_counts().items()}
+    version_tags = {
+        "run_id": run_id,
+        "n_models": str(len(frame)),
+        "families": json.dumps(families, sort_keys=True),
+        "n_source_runs": str(frame["run_id"].nunique()),
+        "manymodels.keys": ",".join(keys),
+        "manymodels.format": FORMAT,
+        **(tags or {}),
+    }
+    mv = client.create_model_version(
+        name, source=source, run_id=run_id, tags=version_tags, description=description
+    )
+    client.set_registered_model_alias(name, alias, mv.version)
+    log.info(
+        "registered %d models as %s version %s (@%s) in %.1f s",
+        len(frame),
+        name,
+        mv.version,
+        alias,
+        time.perf_counter() - started,
+    )
+    return ModelSetVersion(name, int(mv.version), run_id, alias, len(frame))
