@@ -123,3 +123,18 @@ def test_weekly_data_get_no_day_of_month_terms() -> None:
     on = get_family("trend_season")(spec, {"month_days": True}).fit(history)
     off = get_family("trend_season")(spec, {"month_days": False}).fit(history)
     assert on._coef.shape == off._coef.shape
+
+
+def test_a_month_pattern_seen_over_years_is_shrunk_less_one_seen_once_keeps_the_prior() -> None:
+    rng = np.random.default_rng(5)
+    ds = pd.date_range("2019-01-01", periods=3 * 365, freq="D")
+    factor = np.where(ds.month == 1, 0.6, np.where(ds.month == 7, 1.5, 1.0))  # a sharp pattern
+    history = pd.DataFrame({"ds": ds, "y": 100.0 * factor * rng.lognormal(0, 0.05, ds.size)})
+    spec = ForecastSpec("D", 7, transform="log1p")
+    params = {"holidays": False, "month_days": False}
+    model = get_family("trend_season")(spec, params).fit(history)
+    assert model._month_scale == 0.1  # three Januaries and Julys: the data carry the pattern
+    gappy = history.copy()
+    gappy.loc[(ds.year >= 2020) & (ds.month >= 7), "y"] = np.nan  # July-December seen once
+    model = get_family("trend_season")(spec, params).fit(gappy)
+    assert model._month_scale == 1.0

@@ -12,9 +12,11 @@ not compound. With ``train.transform`` (auto, log1p, Box-Cox) it is a multiplica
   weekly data, ``holidays``); for daily data the day of the month (``month_days``: days
   1-28 and the last three days of the month, for paydays and month-end shopping), their
   prior strength chosen per key by generalized cross-validation among 1x, 10x, 100x and
-  "off" (a series without a payday pattern gets none); the future regressors at t, for
-  daily data also by weekday (``weekday_effects``: a promotion may lift Mondays more than
-  Saturdays), and every regressor's configured lags and leads.
+  "off" (a series without a payday pattern gets none), and for daily data the month-of-year
+  terms' prior strength the same way among 0.1x, 1x and 10x once every month was seen in
+  two years or more; the future regressors at t, for daily data also by weekday
+  (``weekday_effects``: a promotion may lift Mondays more than Saturdays), and every
+  regressor's configured lags and leads.
 - Level breaks: a run of at least ``break_gap`` missing periods inside the history (``auto``:
   28 days, 8 weeks, 3 months) starts a new level: a step term from the first observation
   after it (a store closed for refurbishment rarely reopens at its old level).
@@ -35,6 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from manymodels.models.base import Forecaster, register
@@ -56,6 +59,9 @@ _N_MONTH_DAYS = 31
 #: Multipliers of the day-of-month terms' prior strength tried by generalized cross-validation
 #: (the last one is as good as leaving them out).
 _MONTH_DAY_SCALES = (1.0, 10.0, 100.0, 1e6)
+#: Multipliers of the month-of-year terms' prior strength tried the same way: a strong,
+#: well-supported month pattern (many years of data) need not be pulled toward the average.
+_MONTH_SCALES = (0.1, 1.0, 10.0)
 
 
 @register
@@ -130,12 +136,24 @@ class TrendSeason(Forecaster):
             parts.append(holiday_flags(ds, self.spec.holidays_country, span)[:, None])
         return np.hstack(parts)
 
-    def _month_day_block(self, ds: pd.DatetimeIndex) -> slice | None:
-        """Where the day-of-month columns are in the design (None without them)."""
-        if not (self.params["month_days"] and self.spec.kind == "D"):
-            return None
+    def _shrinkage_blocks(
+        self, ds: pd.DatetimeIndex, observed: npt.NDArray[np.bool_]
+    ) -> list[tuple[str, slice, tuple[float, ...]]]:
+        """The blocks of calendar columns whose prior strength is chosen by cross-validation,
+        with the multipliers tried, for daily data: the day of the month, then the months of
+        the year once each month was observed in at least two years (a month seen in one
+        year only is confounded with that year's events: it keeps the default prior)."""
         start = calendar_terms(ds[:1], self.spec.kind, self._yearly, self.params["months"])
-        return slice(start.shape[1], start.shape[1] + _N_MONTH_DAYS)
+        end = start.shape[1]
+        out: list[tuple[str, slice, tuple[float, ...]]] = []
+        if self.params["month_days"] and self.spec.kind == "D":
+            out.append(("month_days", slice(end, end + _N_MONTH_DAYS), _MONTH_DAY_SCALES))
+        if self.params["months"] and self.spec.kind == "D":
+            seen = ds[observed]
+            years = pd.Series(seen.year).groupby(seen.month).nunique()
+            if years.size == 12 and int(years.min()) >= 2:  # the months' columns end calendar
+                out.append(("months", slice(end - 12, end), _MONTH_SCALES))
+        return out
 
     def _design(self, ds: pd.DatetimeIndex, t: FloatArray, regs: FloatArray) -> FloatArray:
         parts = [self._calendar(ds)]
@@ -207,10 +225,10 @@ class TrendSeason(Forecaster):
             penalty[self._calendar(ds[:1]).shape[1]] = self.params["trend_alpha"] * w.sum()
         gram = (xs * w[:, None]).T @ xs
         rhs = (xs * w[:, None]).T @ (yw - self._ymu)
-        block = self._month_day_block(ds)
-        self._coef, self._month_day_scale = _fit_block_strength(
-            xs, yw - self._ymu, w, gram, rhs, penalty, block
-        )
+        blocks = self._shrinkage_blocks(ds, ok)
+        self._coef, scales = _fit_block_strength(xs, yw - self._ymu, w, gram, rhs, penalty, blocks)
+        self._month_day_scale = scales.get("month_days", 1.0)
+        self._month_scale = scales.get("months", 1.0)
         residuals = yw - (xs @ self._coef + self._ymu)
         self._lo, self._hi = _weighted_band(residuals, w, self.spec.interval_width)
         self._n_eff = float(w.sum() ** 2 / (w**2).sum())
@@ -287,28 +305,32 @@ def _fit_block_strength(
     gram: FloatArray,
     rhs: FloatArray,
     penalty: FloatArray,
-    block: slice | None,
-) -> tuple[FloatArray, float]:
-    """Ridge coefficients with the penalty of the ``block`` columns scaled by the multiplier
-    of ``_MONTH_DAY_SCALES`` with the least weighted generalized cross-validation error
-    (``rss / (1 - df / n)^2``), and that multiplier: a block of terms the data do not
+    blocks: list[tuple[str, slice, tuple[float, ...]]],
+) -> tuple[FloatArray, dict[str, float]]:
+    """Ridge coefficients with the penalty of each block's columns scaled, block after block,
+    by the multiplier with the least weighted generalized cross-validation error
+    (``rss / (1 - df / n)^2``), and the multipliers chosen: a block of terms the data do not
     support (no payday effect in the series) is shrunk to nothing, one they do is kept."""
-    if block is None:
-        return np.asarray(np.linalg.solve(gram + np.diag(penalty), rhs), dtype="float64"), 1.0
+    penalty = penalty.copy()
+    coef = np.asarray(np.linalg.solve(gram + np.diag(penalty), rhs), dtype="float64")
     wn, n = w / w.mean(), float(w.size)
-    best: tuple[float, float, FloatArray] | None = None
-    for scale in _MONTH_DAY_SCALES:
-        pen = penalty.copy()
-        pen[block] *= scale
-        system = gram + np.diag(pen)
-        coef = np.asarray(np.linalg.solve(system, rhs), dtype="float64")
-        df = float(np.trace(np.linalg.solve(system, gram)))
-        resid = yc - xs @ coef
-        gcv = float((wn * resid**2).sum()) / n / max(1.0 - df / n, 1e-6) ** 2
-        if best is None or gcv < best[0]:
-            best = (gcv, scale, coef)
-    assert best is not None
-    return best[2], best[1]
+    chosen: dict[str, float] = {}
+    for name, block, scales in blocks:
+        best: tuple[float, float, FloatArray] | None = None
+        for scale in scales:
+            pen = penalty.copy()
+            pen[block] *= scale
+            system = gram + np.diag(pen)
+            fit = np.asarray(np.linalg.solve(system, rhs), dtype="float64")
+            df = float(np.trace(np.linalg.solve(system, gram)))
+            resid = yc - xs @ fit
+            gcv = float((wn * resid**2).sum()) / n / max(1.0 - df / n, 1e-6) ** 2
+            if best is None or gcv < best[0]:
+                best = (gcv, scale, fit)
+        assert best is not None
+        penalty[block] *= best[1]
+        chosen[name], coef = best[1], best[2]
+    return coef, chosen
 
 
 def _weighted_band(residuals: FloatArray, weights: FloatArray, width: float) -> tuple[float, float]:
