@@ -123,3 +123,58 @@ def test_the_package_keeps_its_public_names_and_knows_spark_frames_without_spark
         sparkSession = None
 
     assert not is_spark_frame(DataFrame())
+
+
+#: Job names that break out of a naively quoted literal in one SQL dialect or another.
+NASTY = [
+    "x\\' OR 1=1 --",
+    "x' OR 1=1 --",
+    "x\\\\' OR '1'='1",
+    "a\\",
+    "\\",
+    "'",
+    "''",
+    '"; DROP TABLE t; --',
+    "${spark.app.name}",
+    "ü-job\n\t",
+    "a%b_c",
+]
+
+
+def replace_each_nasty_job(store, ref):
+    """Every nasty job replaces exactly its own rows; reads by job return exactly its rows."""
+    jobs = [*NASTY, "batch", "other"]
+    store.overwrite(
+        ref,
+        pd.DataFrame(
+            {"scoring_job": [j for j in jobs for _ in (0, 1)], "v": [1.0] * 2 * len(jobs)}
+        ),
+    )
+    for n, job in enumerate(NASTY, start=2):
+        store.replace_where(
+            ref, pd.DataFrame({"scoring_job": [job], "v": [float(n)]}), {"scoring_job": job}
+        )
+        out = store.read_pandas(ref)
+        counts = out.groupby("scoring_job")["v"].agg(["size", "sum"])
+        for other in jobs:
+            done = other in NASTY[: n - 1]
+            expected = (1, float(NASTY.index(other) + 2)) if done else (2, 2.0)
+            assert tuple(counts.loc[other]) == expected, (job, other)
+        assert len(out) == 2 * len(jobs) - (n - 1)
+        assert store.read_pandas(ref, where={"scoring_job": job})["v"].tolist() == [float(n)]
+    both = store.read_pandas(ref, where={"scoring_job": [NASTY[0], "batch"]})
+    assert sorted(both["scoring_job"]) == sorted([NASTY[0], "batch", "batch"])
+
+
+def test_a_nasty_job_name_replaces_only_its_own_rows(store):
+    replace_each_nasty_job(store, store.ref("gold", "predictions"))
+
+
+def test_predicate_literals_per_dialect():
+    assert predicate_sql({"j": "x\\' OR 1=1 --"}, '"') == "\"j\" = 'x\\'' OR 1=1 --'"
+    spark_sql = predicate_sql({"j": ["x\\' OR 1=1 --", "plain-1"]}, "`")
+    assert spark_sql == "`j` IN ('plain-1', CAST(X'785C27204F5220313D31202D2D' AS STRING))"
+    with pytest.raises(TableError, match="unknown identifier quote"):
+        predicate_sql({"j": "a"}, "'")
+    with pytest.raises(TableError, match="finite number"):
+        predicate_sql({"j": float("nan")}, "`")

@@ -19,6 +19,11 @@ model with its rows (``manymodels.score_udf``). One scoring *job* (``score.job``
 ``batch``) owns its rows: a re-run replaces them in one transaction, so two identical runs leave
 the same rows and a run killed midway leaves the table as it was. A key whose model fails is
 recorded in ``gold.score_failures`` and counted against ``score.max_failed_fraction``.
+
+A key whose model bytes fail verification (sha256 against the registered version's manifest,
+bytes missing from the ledger, a payload refused as unsafe) is not a routine failure: it is
+recorded in ``gold.score_failures`` and the run stops with an :class:`IntegrityError` naming
+the keys, whatever ``score.max_failed_fraction`` allows; gold.predictions is left as it was.
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from manymodels.config import Config
-from manymodels.errors import ConfigError, ModelError, ThresholdError
+from manymodels.errors import ConfigError, IntegrityError, ThresholdError
 from manymodels.periods import grid_neighbours, on_grid
 from manymodels.progress import ProgressCallback, StageProgress
 from manymodels.score_udf import (
     BEHIND,
     ERROR,
+    INTEGRITY_PREFIX,
     LAST_DS,
     forecast_stage,
     future_frame,
@@ -195,12 +201,6 @@ def score(
     with registry.job_run(cfg, "score", tags=tags, params=params) as run:
         scored_at = datetime.now(timezone.utc)
         models = models_frame(spark, store, cfg, manifest, silver_keys)
-        missing = models.where(F.col("model").isNull()).count()
-        if missing:
-            raise ModelError(
-                f"{missing:,} models of version {model_set.version} are not in "
-                "gold.model_ledger (was it rewritten?); retrain and promote again"
-            )
         future = future_frame(spark, store, cfg, models.select(*keys))
         schema = output_schema([f for f in silver_keys.schema.fields])
         tracker = StageProgress(spark, "score", len(manifest), 1, progress)
@@ -250,6 +250,7 @@ def score(
         store.replace_where(store.ref("gold", FAILURES_TABLE), failures, {"scoring_job": job})
         if n_failed:
             run.log_table(to_pandas(failures), "failures")
+            _check_integrity(failures, keys, model_set.version)
         share = n_failed / n_keys if n_keys else 0.0
         if share > cfg.score.max_failed_fraction:
             top = failures.groupBy("error").count().orderBy(F.col("count").desc()).first()
@@ -294,6 +295,26 @@ def score(
         )
     log.debug(result.summary())
     return result
+
+
+def _check_integrity(failures: SparkDataFrame, keys: list[str], version: int) -> None:
+    """IntegrityError naming up to five keys whose model bytes failed verification, if any."""
+    from pyspark.sql import functions as F
+
+    bad = failures.where(F.col("error").startswith(INTEGRITY_PREFIX))
+    n_bad = bad.count()
+    if not n_bad:
+        return
+    rows = bad.orderBy(*keys).limit(5).collect()
+    named = "; ".join(", ".join(f"{k}={r[k]}" for k in keys) for r in rows)
+    first = str(rows[0]["error"])[len(INTEGRITY_PREFIX) :]
+    raise IntegrityError(
+        f"the model bytes of {n_bad:,} keys of model version {version} failed verification "
+        f"(e.g. {named}{'; ...' if n_bad > len(rows) else ''}): {first} This is a security "
+        "event, not a routine failure: nothing was written to gold.predictions; the keys are "
+        "in gold.score_failures. Find out who changed gold.model_ledger, then retrain and "
+        "promote those keys"
+    )
 
 
 def _staleness(

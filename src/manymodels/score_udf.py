@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from manymodels.config import Config
+from manymodels.errors import IntegrityError
 from manymodels.periods import future_dates, periods_between
 from manymodels.planning import CALL
 
@@ -26,6 +27,7 @@ __all__ = [
     "forecast_stage",
     "forecast_window",
     "future_frame",
+    "load_verified",
     "models_frame",
     "output_schema",
     "predict_partition",
@@ -38,6 +40,26 @@ FUTURE_TABLE = "sales_future"
 _OUT = ("ds", "yhat", "yhat_lower", "yhat_upper")
 #: Internal columns of the UDF output, dropped before gold.predictions is written.
 LAST_DS, BEHIND, ERROR = "_last_ds", "_behind", "_error"
+#: How a key's error starts when its model bytes failed verification (a security event).
+INTEGRITY_PREFIX = f"{IntegrityError.__name__}: "
+
+
+def load_verified(row: Mapping[str, Any]) -> Forecaster:
+    """The model of a ``models_frame`` row, its bytes checked against the registered sha256.
+
+    ``model_sha256`` is the registered version's manifest value (``models_frame`` joins the
+    ledger on it); a row with no bytes is a key whose ledger row with that sha256 is gone or
+    was altered. Every failure to verify or to accept the bytes is an :class:`IntegrityError`.
+    """
+    from manymodels.models import loads
+
+    if row.get("model") is None:
+        raise IntegrityError(
+            f"gold.model_ledger holds no model bytes with the registered sha256 "
+            f"{str(row.get('model_sha256'))[:12]}... for run {row.get('run_id')}: the ledger row "
+            "was removed or altered after registration; retrain and promote the key"
+        )
+    return loads(row["model"], row["model_sha256"])
 
 
 def forecast_window(
@@ -88,9 +110,7 @@ def predict_partition(
 
     The model bytes are checked against ``model_sha256`` before they are deserialized.
     """
-    from manymodels.models import loads
-
-    model = loads(model_row["model"], model_row["model_sha256"])
+    model = load_verified(model_row)
     at = None if origin is None else pd.Timestamp(origin)
     return forecast_window(model, future, cfg, horizon, at)[0]
 
@@ -136,13 +156,11 @@ def score_udf(
     history end and periods behind the origin for the staleness report. ``counters`` are the
     classic-Spark progress accumulators (keys done, keys failed; None on Spark Connect).
     """
-    from manymodels.models import loads
-
     keys = list(cfg.data.keys)
 
     def score_key(row: Mapping[str, Any], future: pd.DataFrame) -> pd.DataFrame:
         try:
-            model = loads(row["model"], row["model_sha256"])
+            model = load_verified(row)
             out, behind = forecast_window(model, future, cfg, horizon, origin)
             if out.empty:  # ends past the wanted window: nothing to write, still reported
                 out = pd.DataFrame({c: [None if c == "ds" else float("nan")] for c in _OUT})
@@ -225,7 +243,14 @@ def models_frame(
     manifest: pd.DataFrame,
     silver_keys: Any,
 ) -> SparkDataFrame:
-    """The set's keys with their model bytes, joined from the ledger on the executors."""
+    """The set's keys with their model bytes, joined from the ledger on the executors.
+
+    The join is on the keys, the run and the **manifest's** ``model_sha256`` (the registered
+    version's, immutable in MLflow), so the ``model_sha256`` each row carries is the registered
+    one and the bytes are verified against it, never against the ledger's column alone. A key
+    whose ledger row was removed, or whose ``model_sha256`` column was changed, gets null bytes
+    (an integrity failure at scoring).
+    """
     from pyspark.sql import functions as F
 
     keys = list(cfg.data.keys)

@@ -14,8 +14,9 @@ import pytest
 
 from manymodels.clean import clean
 from manymodels.datasets import generate_demand, write_demand_files
-from manymodels.errors import ThresholdError
+from manymodels.errors import IntegrityError, ThresholdError
 from manymodels.ingest import ingest
+from manymodels.models import sha256_hex
 from manymodels.promote import promote
 from manymodels.score import score
 from manymodels.tables import open_store
@@ -131,31 +132,55 @@ def test_a_killed_scoring_run_leaves_predictions_as_they_were(cfg, home, scored)
     assert len(predictions(cfg)) == 8 * 30
 
 
-def test_key_failures_are_recorded_and_the_threshold_protects_predictions(cfg, spark, scored):
+def test_a_tampered_model_stops_scoring_naming_the_keys(cfg, spark, scored):
+    """Tampered bytes are a security event: IntegrityError naming the keys whatever
+    score.max_failed_fraction allows, the keys in gold.score_failures, predictions kept."""
     store = open_store(cfg)
     ledger_ref = store.ref("gold", "model_ledger")
     ledger = store.read_pandas(ledger_ref)
     pristine = ledger.copy()
+    preds_ref = store.ref("gold", "predictions")
+    version = store.version(preds_ref)
+    lenient = cfg.replace(**{"score.max_failed_fraction": 1.0})
 
-    def corrupt(items: set[int]) -> None:
-        bad = ledger.copy()
-        hit = (bad["store"] == 1) & bad["item"].isin(items)
+    def tamper(items: set[str], rehash: bool) -> None:
+        bad = ledger.copy()  # keys compared as text: whether typed as numbers or strings
+        hit = (bad["store"].astype(str) == "1") & bad["item"].astype(str).isin(items)
         bad.loc[hit, "model"] = bad.loc[hit, "model"].map(lambda b: b[:-1] + bytes([b[-1] ^ 1]))
+        if rehash:  # the sha256 beside the bytes is made to match: the manifest still refuses
+            bad.loc[hit, "model_sha256"] = bad.loc[hit, "model"].map(sha256_hex)
         store.overwrite(ledger_ref, bad)
 
     try:
-        corrupt({1})  # 1 of 8 keys: within score.max_failed_fraction=0.2
-        one = score(cfg.replace(**{"score.max_failed_fraction": 0.2}), spark, horizon=HORIZON)
-        assert (one.keys_failed, one.rows) == (1, 7 * HORIZON)
+        tamper({"1"}, rehash=False)
+        with pytest.raises(IntegrityError, match=r"1 keys .*store=1, item=1\).*do not match"):
+            score(lenient, spark, horizon=HORIZON)
         failures = store.read_pandas(store.ref("gold", "score_failures"))
         assert len(failures) == 1 and "model_sha256" in failures["error"].iloc[0]
-        version = store.version(store.ref("gold", "predictions"))
-        corrupt({1, 2, 3, 4})  # half the keys
-        with pytest.raises(ThresholdError, match=r"gold\.predictions was left as it was"):
-            score(cfg, spark, horizon=HORIZON)
-        assert store.version(store.ref("gold", "predictions")) == version
+        assert failures["error"].iloc[0].startswith("IntegrityError: ")
+        assert store.version(preds_ref) == version
+        tamper({"1", "3"}, rehash=True)
+        with pytest.raises(IntegrityError, match=r"2 keys .*store=1, item=1; store=1, item=3"):
+            score(lenient, spark, horizon=HORIZON)
+        failures = store.read_pandas(store.ref("gold", "score_failures"))
+        assert sorted(failures["item"].astype(str)) == ["1", "3"]
+        assert failures["error"].str.contains("registered sha256").all()
+        assert store.version(preds_ref) == version
     finally:
         store.overwrite(ledger_ref, pristine)
+
+
+def test_routine_key_failures_are_recorded_and_the_threshold_protects_predictions(
+    cfg, spark, scored
+):
+    store = open_store(cfg)
+    version = store.version(store.ref("gold", "predictions"))
+    far = 120_000  # days: past pandas' last date, so every key's forecast fails (not integrity)
+    with pytest.raises(ThresholdError, match=r"gold\.predictions was left as it was"):
+        score(cfg, spark, horizon=far)
+    failures = store.read_pandas(store.ref("gold", "score_failures"))
+    assert len(failures) == 8 and not failures["error"].str.startswith("IntegrityError").any()
+    assert store.version(store.ref("gold", "predictions")) == version
 
 
 def test_gold_tables_are_queryable_with_spark_sql(cfg, spark, scored):

@@ -61,3 +61,35 @@ def test_local_delta_tables_are_read_by_spark_and_written_from_spark(make_cfg, s
     assert not (store.cfg.home_path / "_staging").exists() or not any(
         (store.cfg.home_path / "_staging").iterdir()
     )
+
+
+def _local_table_tests():
+    """tests/test_tables.py, whose nasty job names and replace check run here on Spark too."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "test_tables.py"
+    spec = importlib.util.spec_from_file_location("_local_table_tests", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_nasty_job_name_replaces_only_its_own_rows_on_parquet(store):
+    _local_table_tests().replace_each_nasty_job(store, store.ref("gold", "predictions"))
+
+
+@pytest.mark.parametrize("escaped", ["false", "true"])
+def test_spark_reads_every_predicate_literal_back_exactly(spark, escaped):
+    from manymodels.tables.ref import _sql_literal
+
+    nasty = _local_table_tests().NASTY
+    before = spark.conf.get("spark.sql.parser.escapedStringLiterals", "false")
+    spark.conf.set("spark.sql.parser.escapedStringLiterals", escaped)
+    try:
+        exprs = [f"{_sql_literal(v, 'spark')} AS c{i}" for i, v in enumerate(nasty)]
+        row = spark.sql(f"SELECT {', '.join(exprs)}").collect()[0]
+    finally:
+        spark.conf.set("spark.sql.parser.escapedStringLiterals", before)
+    assert list(row) == nasty

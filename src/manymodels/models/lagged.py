@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from manymodels.errors import ConfigError, DataError
+from manymodels.errors import ConfigError, DataError, IntegrityError
 from manymodels.models.bands import band_at, residual_band, stepwise_band
 from manymodels.models.base import Forecaster
 from manymodels.models.features import (
@@ -25,7 +24,7 @@ from manymodels.models.features import (
     shifted_columns,
 )
 from manymodels.models.params import check_int
-from manymodels.models.serialize import as_float_list
+from manymodels.models.serialize import as_float_list, dump_estimator, load_estimator
 from manymodels.models.spec import FloatArray, IntArray, Intervals
 
 __all__ = ["MIN_TRAIN", "LagRegressor"]
@@ -43,6 +42,8 @@ class LagRegressor(Forecaster):
         "windows": None,
         "yearly_order": "auto",
     }
+    #: The exact ``module.Class`` names a saved estimator of the family may hold (skops).
+    TRUSTED_TYPES: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def _estimator_defaults(cls) -> dict[str, Any]:
@@ -105,10 +106,16 @@ class LagRegressor(Forecaster):
         return lambda x: np.asarray(estimator.predict(x), dtype="float64")
 
     def _estimator_state(self) -> tuple[dict[str, Any], bytes]:
-        return {}, pickle.dumps(self._estimator, protocol=pickle.HIGHEST_PROTOCOL)
+        return {"estimator_format": "skops"}, dump_estimator(self._estimator)
 
     def _set_estimator_state(self, state: dict[str, Any], payload: bytes) -> None:
-        self._estimator = pickle.loads(payload)  # bytes verified by loads(sha256=...)
+        if state.get("estimator_format") != "skops":
+            raise IntegrityError(
+                f"the '{self.family}' model holds no skops estimator (models saved as pickles "
+                "by older manymodels versions are never loaded: they could run code); "
+                "retrain the key"
+            )
+        self._estimator = load_estimator(payload, self.TRUSTED_TYPES)
 
     # ----------------------------------------------------------------- fit / predict
 

@@ -1,27 +1,65 @@
-"""Model bytes: ``MMDL`` + format byte + zlib(JSON header, family payload), checked by sha256."""
+"""Model bytes: ``MMDL`` + format byte + zlib(JSON header, family payload), checked by sha256.
+
+Nothing in the format can run code on load: headers are JSON, payloads are family JSON, and
+scikit-learn estimators are ``skops`` archives whose every type is checked against the
+family's exact list before ``skops`` builds anything (never a pickle). Decompression stops at
+``MAX_MODEL_BYTES``, so a zip bomb is refused, not expanded.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
+import io
 import json
 import struct
+import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from manymodels.errors import ModelError
+from manymodels.errors import IntegrityError, ModelError
 from manymodels.models.base import Forecaster, get_family
 from manymodels.models.spec import FloatArray, ForecastSpec
 from manymodels.models.transforms import Transform
 
-__all__ = ["FORMAT_VERSION", "as_float_list", "dumps", "loads", "read_header", "sha256_hex"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_MODEL_BYTES",
+    "as_float_list",
+    "dump_estimator",
+    "dumps",
+    "load_estimator",
+    "loads",
+    "read_header",
+    "sha256_hex",
+]
 
-FORMAT_VERSION = 1
+#: v2: scikit-learn estimators as skops archives (v1 pickled them; such payloads are refused).
+FORMAT_VERSION = 2
+_READABLE = (1, 2)
 _MAGIC = b"MMDL"
+#: The most bytes one model may decompress to (header and payload); larger is refused.
+MAX_MODEL_BYTES = 256 * 1024 * 1024
+#: The skops node loaders a trusted estimator may use (no function or method references).
+_SKOPS_LOADERS = frozenset(
+    {
+        "DictNode",
+        "JsonNode",
+        "ListNode",
+        "LossNode",
+        "NdArrayNode",
+        "ObjectNode",
+        "RandomGeneratorNode",
+        "TreeNode",
+        "TupleNode",
+        "TypeNode",
+    }
+)
 
 
 def sha256_hex(blob: bytes | bytearray | memoryview) -> str:
@@ -33,7 +71,8 @@ def dumps(model: Forecaster) -> bytes:
     """Serialize a fitted model: ``MMDL`` + format byte + zlib(header length, JSON header, payload).
 
     The header holds the family, params, spec and fitted state; the payload is family-specific
-    (Prophet JSON, or a pickled scikit-learn estimator). Nothing but the bytes is needed to load.
+    (Prophet JSON, or a scikit-learn estimator as a skops archive). Nothing but the bytes is
+    needed to load.
     """
     state, payload = model._get_state()
     header = {
@@ -50,23 +89,48 @@ def dumps(model: Forecaster) -> bytes:
     }
     raw = json.dumps(header, separators=(",", ":"), allow_nan=True).encode()
     body = struct.pack(">I", len(raw)) + raw + payload
+    if len(body) > MAX_MODEL_BYTES:
+        raise ModelError(
+            f"the fitted '{model.family}' model takes {len(body):,} bytes, more than the "
+            f"{MAX_MODEL_BYTES:,} a model may; use fewer or shallower trees"
+        )
     return _MAGIC + bytes([FORMAT_VERSION]) + zlib.compress(body, 6)
+
+
+def _inflate(data: bytes) -> bytes:
+    """zlib-decompress ``data``, refusing (IntegrityError) output past ``MAX_MODEL_BYTES``."""
+    inflater = zlib.decompressobj()
+    body = inflater.decompress(data, MAX_MODEL_BYTES)
+    if not inflater.eof:
+        if len(body) >= MAX_MODEL_BYTES:
+            raise IntegrityError(
+                f"model bytes decompress to more than {MAX_MODEL_BYTES:,} bytes and were "
+                "refused (a decompression bomb, or a model too large to load); retrain the key"
+            )
+        raise zlib.error("incomplete or truncated stream")
+    return body
 
 
 def _unpack(blob: bytes) -> tuple[dict[str, Any], bytes]:
     if blob[:4] != _MAGIC or len(blob) < 6:
-        raise ModelError("these bytes are not a manymodels model; retrain the key")
-    if blob[4] != FORMAT_VERSION:
+        raise IntegrityError(
+            "these bytes are not a manymodels model and were refused; retrain the key"
+        )
+    if blob[4] not in _READABLE:
         raise ModelError(
             f"model format v{blob[4]} is not supported by this manymodels (v{FORMAT_VERSION}); "
             "install the manymodels version that trained it or retrain the key"
         )
     try:
-        body = zlib.decompress(blob[5:])
+        body = _inflate(blob[5:])
         (size,) = struct.unpack(">I", body[:4])
         header = json.loads(body[4 : 4 + size])
     except (zlib.error, struct.error, ValueError) as exc:
-        raise ModelError(f"model bytes are corrupted ({exc}); retrain the key") from None
+        raise IntegrityError(
+            f"model bytes are corrupted ({exc}) and were refused; retrain the key"
+        ) from None
+    if not isinstance(header, dict):
+        raise IntegrityError("model bytes hold no model header and were refused; retrain the key")
     return header, body[4 + size :]
 
 
@@ -80,8 +144,8 @@ def loads(blob: bytes | bytearray | memoryview, sha256: str | None = None) -> Fo
     data = bytes(blob)
     if sha256 is not None:
         actual = sha256_hex(data)
-        if not hmac.compare_digest(actual, sha256.strip().lower()):
-            raise ModelError(
+        if not hmac.compare_digest(actual, str(sha256).strip().lower()):
+            raise IntegrityError(
                 f"model bytes do not match model_sha256 (expected {sha256}, got {actual}); "
                 "the model was altered or corrupted — retrain the key"
             )
@@ -96,6 +160,70 @@ def loads(blob: bytes | bytearray | memoryview, sha256: str | None = None) -> Fo
     model._nonneg = bool(header.get("nonneg", False))
     model._set_state(header["state"], payload)
     return model
+
+
+def dump_estimator(estimator: Any) -> bytes:
+    """A fitted scikit-learn estimator as a skops archive (stored members, no pickle)."""
+    return bytes(_skops().dumps(estimator, compression=zipfile.ZIP_STORED))
+
+
+def load_estimator(payload: bytes, trusted: frozenset[str]) -> Any:
+    """The estimator of a ``dump_estimator`` archive whose every type is in ``trusted``.
+
+    Before skops builds anything, every node of the archive's schema is checked: its loader
+    must be a plain-data one and its type (``module.Class``) one of ``trusted``; members must
+    be stored, not compressed. Anything else is an :class:`IntegrityError` naming what was
+    found. skops then loads with the same explicit list (never ``trusted=True``).
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            members = archive.infolist()
+            if any(m.compress_type != zipfile.ZIP_STORED for m in members):
+                raise IntegrityError(
+                    "the estimator archive has compressed members and was refused; retrain the key"
+                )
+            schema = json.loads(archive.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise IntegrityError(
+            f"the estimator payload is not a skops archive ({exc}) and was refused; models "
+            "saved as pickles by older manymodels versions are never loaded — retrain the key"
+        ) from None
+    found = set(_schema_types(schema))
+    loaders = {loader for _, loader in found}
+    types = {name for name, _ in found}
+    bad = sorted((types - trusted) | {f"loader {x}" for x in loaders - _SKOPS_LOADERS})
+    if bad:
+        raise IntegrityError(
+            f"the estimator payload holds types outside the trusted list ({', '.join(bad[:5])}) "
+            "and was refused; the model bytes were crafted or come from another scikit-learn — "
+            "retrain the key"
+        )
+    try:
+        return _skops().loads(payload, trusted=sorted(trusted))
+    except Exception as exc:
+        raise IntegrityError(
+            f"the estimator payload could not be loaded safely ({type(exc).__name__}: {exc}) "
+            "and was refused; retrain the key"
+        ) from None
+
+
+def _skops() -> Any:
+    """``skops.io`` (untyped), imported when an estimator is saved or loaded."""
+    return importlib.import_module("skops.io")
+
+
+def _schema_types(node: Any) -> Iterator[tuple[str, str]]:
+    """``(module.Class, loader)`` of every node of a skops schema."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "__class__" in item or "__loader__" in item:
+                name = f"{item.get('__module__')}.{item.get('__class__')}"
+                yield name, str(item.get("__loader__"))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def as_float_list(values: Sequence[float] | FloatArray) -> list[float]:

@@ -29,9 +29,11 @@
 - Threads: every family fits and predicts with BLAS and OpenMP limited to one thread (Spark
   parallelizes over partitions; extra threads only contend: a ridge fit spent ~6x its CPU
   time in idle BLAS threads); random_forest also uses ``n_jobs=1``.
-- Bytes: ridge keeps its coefficients (no pickle); hgb and random_forest pickle the estimator.
-  All keep only the last ``max(lags, windows)`` values of z, the last max-lag values of each
-  regressor, the scalers and the band per step.
+- Bytes (no pickle): ridge keeps its coefficients; hgb and random_forest keep the estimator
+  as a skops archive, loaded only when every type in it is on the family's exact
+  ``TRUSTED_TYPES`` list (plain containers, numpy arrays and scalars, and the estimator's own
+  scikit-learn classes). All keep only the last ``max(lags, windows)`` values of z, the last
+  max-lag values of each regressor, the scalers and the band per step.
 """
 
 from __future__ import annotations
@@ -51,6 +53,21 @@ from manymodels.models.serialize import as_float_list
 from manymodels.models.spec import FloatArray, IntArray, Intervals
 
 __all__ = ["HistGradientBoosting", "RandomForest", "Ridge"]
+
+#: Plain data every skops estimator archive holds: containers, JSON values, numpy arrays and
+#: the numpy scalar types of fitted attributes (read by skops without pickle).
+_DATA_TYPES = frozenset(
+    {
+        "builtins.dict",
+        "builtins.list",
+        "builtins.str",
+        "builtins.tuple",
+        "numpy.ndarray",
+        "numpy.float64",
+        "numpy.int64",
+        "numpy.uint64",
+    }
+)
 
 
 @functools.cache
@@ -127,6 +144,16 @@ class HistGradientBoosting(_OneThread):
     """scikit-learn's HistGradientBoostingRegressor on lag features."""
 
     family = "hgb"
+    TRUSTED_TYPES = _DATA_TYPES | {
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+        "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn._loss.loss.HalfSquaredError",
+        "sklearn._loss._loss.CyHalfSquaredError",
+        "sklearn._loss.link.IdentityLink",
+        "sklearn._loss.link.Interval",
+        "numpy.random._generator.Generator",
+    }
 
     @classmethod
     def _estimator_defaults(cls) -> dict[str, Any]:
@@ -183,6 +210,11 @@ class RandomForest(_OneThread):
     """scikit-learn's RandomForestRegressor on lag features (small by default; one core)."""
 
     family = "random_forest"
+    TRUSTED_TYPES = _DATA_TYPES | {
+        "sklearn.ensemble._forest.RandomForestRegressor",
+        "sklearn.tree._classes.DecisionTreeRegressor",
+        "sklearn.tree._tree.Tree",
+    }
 
     @classmethod
     def _estimator_defaults(cls) -> dict[str, Any]:

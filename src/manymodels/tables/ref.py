@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,16 +59,47 @@ class TableRef:
         return self.name
 
 
-def _sql_literal(value: Any) -> str:
+#: Characters that mean nothing special inside a Spark SQL string literal (no quote, no
+#: backslash escape, no ``${...}`` variable substitution): such values are written as they are.
+_SPARK_PLAIN = re.compile(r"^[A-Za-z0-9 _.,:+\-=@/#%]*$")
+#: The identifier quote of each SQL dialect a predicate is written for.
+_DIALECTS = {"`": "spark", '"': "ansi"}
+
+
+def _sql_string(text: str, dialect: str) -> str:
+    """A string literal that reads back as exactly ``text`` in ``dialect``.
+
+    - ``ansi`` (delta-rs predicates, parsed by DataFusion): standard SQL, where a quote is
+      doubled and a backslash is an ordinary character.
+    - ``spark`` (Spark SQL: ``where``, Delta's ``replaceWhere``): a backslash starts an escape
+      (unless ``spark.sql.parser.escapedStringLiterals`` is set), ``''`` is two adjacent
+      literals, not a quote, and ``${...}`` may be substituted. A value with any character
+      outside a plain set is therefore written as its UTF-8 bytes,
+      ``CAST(X'<hex>' AS STRING)``, which reads the same under every parser setting.
+    """
+    if dialect == "ansi":
+        return "'" + text.replace("'", "''") + "'"
+    if _SPARK_PLAIN.match(text):
+        return f"'{text}'"
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TableError(f"predicate value {text!r} is not valid text") from None
+    return f"CAST(X'{data.hex().upper()}' AS STRING)"
+
+
+def _sql_literal(value: Any, dialect: str = "ansi") -> str:
     if value is None:
         raise TableError("a predicate value may not be null")
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TableError(f"a predicate value must be a finite number, not {value!r}")
         return repr(value)
     if isinstance(value, (dt.date, dt.datetime, pd.Timestamp)):
-        return f"'{value}'"
-    return "'" + str(value).replace("'", "''") + "'"
+        value = str(value)
+    return _sql_string(str(value), dialect)
 
 
 def _predicate_terms(predicate: Predicate) -> list[tuple[str, list[Any] | None, Any]]:
@@ -105,14 +137,22 @@ def predicate_expression(predicate: Predicate) -> Any:
 
 
 def predicate_sql(predicate: Predicate, quote: str) -> str:
-    """A safe SQL predicate from ``{column: value or list of values}``."""
+    """A safe SQL predicate from ``{column: value or list of values}``.
+
+    ``quote`` names the dialect: a backtick for Spark SQL, a double quote for delta-rs
+    (DataFusion, standard SQL); string values are escaped as that dialect reads them.
+    """
+    dialect = _DIALECTS.get(quote)
+    if dialect is None:
+        raise TableError(f'unknown identifier quote {quote!r}; use ` (Spark SQL) or " (delta-rs)')
     clauses = []
     for col, values, value in _predicate_terms(predicate):
         ident = f"{quote}{col}{quote}"
         if values is None:
-            clauses.append(f"{ident} = {_sql_literal(value)}")
+            clauses.append(f"{ident} = {_sql_literal(value, dialect)}")
         elif values:
-            clauses.append(f"{ident} IN ({', '.join(_sql_literal(v) for v in values)})")
+            literals = ", ".join(_sql_literal(v, dialect) for v in values)
+            clauses.append(f"{ident} IN ({literals})")
         else:
             clauses.append("false")
     return " AND ".join(clauses)
