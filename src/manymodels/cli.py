@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from manymodels.config import Config, load_config
-from manymodels.errors import ManyModelsError
+from manymodels.errors import IntegrityError, ManyModelsError
 
 __all__ = ["main"]
 
@@ -251,7 +251,8 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one verb; a ManyModelsError becomes one line on stderr and exit code 2."""
+    """Run one verb; a ManyModelsError becomes one line on stderr and exit code 2 (3 for an
+    IntegrityError: model bytes that failed verification, a security event)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
@@ -260,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(code or 0)
     except ManyModelsError as exc:
         sys.stderr.write(f"manymodels {args.verb}: error: {exc}\n")
-        return 2
+        return 3 if isinstance(exc, IntegrityError) else 2
     except KeyboardInterrupt:  # pragma: no cover - interactive
         sys.stderr.write("interrupted\n")
         return 130
