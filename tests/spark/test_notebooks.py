@@ -2,9 +2,10 @@
 
 All three run in order in **one** Jupyter kernel (one Python process, one Spark JVM) on a temp
 work folder: 01 builds it, 02 and 03 read it (03 adds a second train/promote cycle). Between
-notebooks the kernel's namespace is cleared (``%reset -f``), so a notebook cannot lean on
-another's variables; only the work folder and the running Spark session carry over. Each
-notebook gets its parameters the papermill way: a cell injected after its ``parameters`` cell.
+notebooks the kernel's user variables are deleted (``%reset_selective``), so a notebook cannot
+lean on another's variables; only the work folder, the imported modules and the running Spark
+session carry over. Each notebook gets its parameters the papermill way: a cell injected after
+its ``parameters`` cell.
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     try:
         for name in ORDER:
             nb = _with_parameters(nbformat.read(NOTEBOOKS / name, as_version=4), params)
-            # A fresh namespace, and the inline plots a fresh kernel has (write_report in 01
-            # switches matplotlib to Agg for the rest of the process).
-            reset = nbformat.v4.new_code_cell("%reset -f\n%matplotlib inline")
+            # Drop the previous notebook's variables (not `%reset`, which also drops
+            # `__main__.__spec__`, which pyspark's Connect client reads) and restore the inline
+            # plots of a fresh kernel (write_report in 01 switches matplotlib to Agg).
+            reset = nbformat.v4.new_code_cell("%reset_selective -f .\n%matplotlib inline")
             reset["id"] = "reset-namespace"
             nb.cells.insert(0, reset)
             client = nbclient.NotebookClient(
