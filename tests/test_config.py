@@ -56,6 +56,17 @@ def test_home_from_env(monkeypatch, tmp_path: Path):
         ("promote.thresholds={wape: x}", "promote.thresholds.wape must be a number"),
         ("data.regressors=[store]", "column store is named twice"),
         ("horizon", "must look like dotted.key=value"),
+        ("data.key_types={store: text}", "data.key_types.store must be one of string, int"),
+        ("data.key_types={sku: int}", "data.key_types names ['sku'], which are not among"),
+        ("data.max_gap_periods=0", "data.max_gap_periods must be at least 1"),
+        ("data.keys=[a.b]", "data.keys names column 'a.b'"),
+        ("data.target_col=' y'", "data.target_col names column ' y'"),
+        ("train.tuning.metric=wap", "train.tuning.metric: metric 'wap' is unknown"),
+        ("train.tuning.max_trials=-1", "train.tuning.max_trials must be at least 0"),
+        ("train.holidays_country=us", "did you mean 'US'"),
+        ("train.min_obs=0", "train.min_obs must be at least 1"),
+        ("score.max_failed_fraction=2", "score.max_failed_fraction must lie between 0 and 1"),
+        ("score.summary_levels=[[store, day]]", "['day'] are not among data.keys"),
     ],
 )
 def test_config_errors_name_the_key(make_cfg, override, message):
@@ -70,6 +81,20 @@ def test_bad_yaml_file(tmp_path: Path):
         load_config(conf=bad, home=tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(conf=tmp_path / "missing.yml", home=tmp_path)
+
+
+def test_bad_yaml_is_one_line_with_file_line_and_column(tmp_path: Path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("data:\n  keys: [store, item\n  freq: D\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(conf=bad, home=tmp_path)
+    assert "\n" not in str(err.value)
+    assert f"{bad}:3:7 is not valid YAML" in str(err.value)
+
+
+def test_the_default_summary_level_follows_the_keys(make_cfg):
+    assert make_cfg().score.summary_levels == [["store"]]
+    assert make_cfg("data.keys=[sku, region]").score.summary_levels == [["sku"]]
 
 
 def test_replace_returns_a_validated_copy(make_cfg):

@@ -90,6 +90,7 @@ def test_fallback_fits_a_baseline_when_configured(make_cfg, kind):
     row = fit_partition(_bad(kind), cfg).iloc[0]
     assert row["status"] == "ok" and row["family"] == "mean"
     assert row["error"].startswith("fallback to mean:")
+    assert row["fallback"] == "skipped"  # served by the fallback, not by a failure
     assert loads(row["model"], row["model_sha256"]).family == "mean"
 
 
@@ -116,6 +117,57 @@ def test_a_throwing_family_fails_the_key_or_falls_back(make_cfg, boom_family):
     row = fit_partition(pdf, cfg).iloc[0]
     assert row["status"] == "ok" and row["family"] == "seasonal_naive"
     assert "boom at fit" in row["error"] and math.isfinite(row["wape"])
+    assert row["fallback"] == "failed"  # served, but counted as a failure by train
+
+
+def test_a_key_served_by_its_own_candidate_has_no_fallback(cfg):
+    row = fit_partition(series(200), cfg).iloc[0]
+    assert row["status"] == "ok" and row["fallback"] is None
+
+
+def test_fallbacks_after_failures_count_toward_max_failed_fraction(make_cfg):
+    from manymodels.errors import ThresholdError
+    from manymodels.train import TrainResult, _check_threshold
+
+    cfg = make_cfg("train.max_failed_fraction=0.1")
+    rows = pd.DataFrame(
+        {
+            "store": [1, 1, 1, 1],
+            "item": [1, 2, 3, 4],
+            "status": ["ok"] * 4,
+            "fallback": [None, "skipped", "failed", "failed"],
+            "error": [None, "fallback to mean: too short", "fallback to x: boom", "b"],
+        }
+    )
+    result = TrainResult(
+        "r", n_keys=4, ok=4, failed=0, skipped=0, fitted=4, carried_over=0, seconds=1.0
+    )
+    with pytest.raises(
+        ThresholdError,
+        match=r"failed for 2 of 4 keys \(50.0%\), 2 of them served by "
+        r"train.fallback.*served by the fallback: fallback to x: boom",
+    ):
+        _check_threshold(cfg, result, rows)
+    _check_threshold(cfg, result, rows.iloc[:2])  # a skipped key's fallback is not a failure
+    _check_threshold(make_cfg("train.max_failed_fraction=0.5"), result, rows)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.params={ridge: {alpah: 1.0}}", r"train\.params\.ridge: unknown parameter"),
+        ("train.params={ridge: {alpha: -1}}", r"train\.params\.ridge: ridge: alpha must be"),
+        ("train.fallback=naïve", r"config key train\.fallback: unknown model family"),
+        ("train.params={mean: {window: -1}}", r"train\.params\.mean: mean: window"),
+    ],
+)
+def test_family_params_are_checked_before_any_fit(make_cfg, override, message):
+    from manymodels.errors import ConfigError
+    from manymodels.partition import check_families
+
+    cfg = make_cfg("train.families=[ridge, seasonal_naive]", override)
+    with pytest.raises(ConfigError, match=message):
+        check_families(cfg)
 
 
 def test_one_throwing_candidate_does_not_spoil_the_others(make_cfg, boom_family):

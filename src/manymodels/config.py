@@ -33,6 +33,7 @@ __all__ = [
 
 FillPolicy = Literal["zero", "nan", "ffill", "none", "missing"]
 DuplicatePolicy = Literal["sum", "mean", "first", "last", "max"]
+KeyType = Literal["string", "int"]
 
 _FREQ_RE = re.compile(r"^(D|W-(MON|TUE|WED|THU|FRI|SAT|SUN)|W|MS|M|ME|H|h)$")
 
@@ -60,6 +61,8 @@ class DataConfig:
     fill: FillPolicy = "missing"
     duplicates: DuplicatePolicy = "sum"
     date_format: str | None = None
+    key_types: dict[str, KeyType] = field(default_factory=dict)
+    max_gap_periods: int | None = None
 
 
 @dataclass
@@ -267,12 +270,27 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(
+            f"config file {_yaml_where(path, exc)} is not valid YAML: {_yaml_problem(exc)}"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"config file {path} must hold a mapping at the top, not {type(data).__name__}"
         )
     return data
+
+
+def _yaml_where(path: Path, exc: yaml.YAMLError) -> str:
+    """``file:line:column`` of a YAML error (the parser's own mark, 1-based)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's complaint in one line, without its source dump."""
+    parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+    text = "; ".join(str(p) for p in parts if p) or str(exc).splitlines()[0]
+    return " ".join(text.split())
 
 
 def _parse_overrides(overrides: Mapping[str, Any] | Iterable[str] | None) -> list[tuple[str, Any]]:
@@ -476,3 +494,85 @@ def _check(cfg: Config) -> None:
         )
     if cfg.score.horizon < 1:
         raise ConfigError(f"config key score.horizon must be at least 1, got {cfg.score.horizon}")
+    _check_more(cfg)
+
+
+#: A column name Spark SQL and the tables take as written: no backtick, dot or control char,
+#: no surrounding spaces.
+_BAD_COLUMN = re.compile(r"[`.\x00-\x1f]|^\s|\s$|^$")
+
+
+def _at_least(name: str, value: float | None, low: float, null_ok: bool = True) -> None:
+    if value is None and null_ok:
+        return
+    if value is None or value < low:
+        raise ConfigError(f"config key {name} must be at least {low:g}, got {value!r}")
+
+
+def _check_more(cfg: Config) -> None:
+    """The checks added for fail-fast configuration: every value is usable before any work."""
+    d, t, s = cfg.data, cfg.train, cfg.score
+    for key, cols in (
+        ("data.keys", d.keys),
+        ("data.time_col", [d.time_col]),
+        ("data.target_col", [d.target_col]),
+        ("data.regressors", d.regressors),
+    ):
+        for col in cols:
+            if _BAD_COLUMN.search(col):
+                raise ConfigError(
+                    f"config key {key} names column {col!r}: a column name may not be empty, "
+                    "hold a backtick, a dot or a control character, or start or end with "
+                    "a space (Spark would misread it); rename the column in the source"
+                )
+    unknown = sorted(set(d.key_types) - set(d.keys))
+    if unknown:
+        raise ConfigError(
+            f"config key data.key_types names {unknown}, which are not among data.keys {d.keys}"
+        )
+    _at_least("data.max_gap_periods", d.max_gap_periods, 1)
+    _at_least("train.min_obs", t.min_obs, 1)
+    _at_least("train.season_length", t.season_length, 1)
+    _at_least("train.max_model_age_days", t.max_model_age_days, 0)
+    _at_least("train.tuning.max_trials", t.tuning.max_trials, 0)
+    _at_least("train.tuning.timeout_seconds", t.tuning.timeout_seconds, 0)
+    _at_least("promote.min_history", cfg.promote.min_history, 0)
+    _at_least("promote.champion_margin", cfg.promote.champion_margin, 0)
+    if t.tuning.metric is not None and t.tuning.metric not in _METRICS:
+        raise ConfigError(
+            f"config key train.tuning.metric: metric {t.tuning.metric!r} is unknown; use one "
+            f"of {', '.join(sorted(_METRICS))} (or null for train.select_metric)"
+        )
+    if not 0.0 <= s.max_failed_fraction <= 1.0:
+        raise ConfigError(
+            f"config key score.max_failed_fraction must lie between 0 and 1, "
+            f"got {s.max_failed_fraction}"
+        )
+    if s.summary_levels == [["store"]] and "store" not in d.keys:
+        s.summary_levels = [[d.keys[0]]]  # the default grouping: by the first key column
+    for i, level in enumerate(s.summary_levels):  # [] is the grand total
+        bad = [c for c in level if c not in d.keys]
+        if bad:
+            raise ConfigError(
+                f"config key score.summary_levels[{i}] = {level} must name key columns "
+                f"(or be [] for the total); {bad} are not among data.keys {d.keys}"
+            )
+    _check_country(t.holidays_country)
+
+
+def _check_country(country: str | None) -> None:
+    """``train.holidays_country`` must be a country the holidays package knows."""
+    if not country:
+        return
+    try:
+        import holidays
+    except ImportError:  # pragma: no cover - holidays is a dependency
+        return
+    known = holidays.list_supported_countries()
+    if country not in known:
+        close = [c for c in known if c.upper() == country.upper()]
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"config key train.holidays_country = {country!r} is not a country the holidays "
+            f"package knows{hint}; use an ISO code such as US, DE or GB, or null for no holidays"
+        )

@@ -2,8 +2,11 @@
 
 ``fit_partition`` never raises for a bad partition. Its outcome is the ledger row's ``status``:
 
-- ``ok`` — a model was fitted (``family`` says which; when every candidate failed and
-  ``train.fallback`` is set, the fallback baseline is fitted and ``error`` says why);
+- ``ok`` — a model was fitted (``family`` says which). When the key had no usable candidate
+  and ``train.fallback`` is set, the fallback (or the mean) is fitted instead: ``fallback``
+  then holds the outcome it replaced — ``failed`` (candidates threw: it counts toward
+  ``train.max_failed_fraction``) or ``skipped`` (too short, a constant target) — and
+  ``error`` says why. ``fallback`` is null when the key's own chosen candidate serves it;
 - ``skipped`` — the partition cannot be modelled (no observations, too short a history, a
   constant target with no fallback) and ``error`` says why;
 - ``failed`` — every candidate family threw and there is no fallback; ``error`` holds the
@@ -32,6 +35,7 @@ from manymodels.selection import BASELINE, error_text, json_default, select
 __all__ = [
     "CHAMPION_COLUMNS",
     "LEDGER_COLUMNS",
+    "check_families",
     "data_fingerprint",
     "fit_partition",
     "forecast_spec",
@@ -68,6 +72,7 @@ LEDGER_COLUMNS: tuple[str, ...] = (
     "baseline_family",
     "baseline_model",
     "baseline_model_sha256",
+    "fallback",
 )
 
 
@@ -91,6 +96,28 @@ def forecast_spec(cfg: Config) -> ForecastSpec:
             for name, opt in cfg.data.regressor_options.items()
         },
     )
+
+
+def check_families(cfg: Config) -> None:
+    """Build every candidate family, the fallback and the simple methods with their
+    ``train.params``: an unknown family, a typo or a bad value stops the run before any fit
+    (ConfigError naming the key and the valid choices), instead of every key falling back."""
+    from manymodels.errors import ConfigError, ModelError
+
+    t = cfg.train
+    spec = forecast_spec(cfg)
+    names = [*t.candidate_families, *([t.fallback] if t.fallback else []), *SIMPLE_METHODS]
+    for name in dict.fromkeys(names):
+        where = "train.fallback" if name == t.fallback else "train.families"
+        try:
+            family = get_family(name)
+        except ModelError as exc:
+            raise ConfigError(f"config key {where}: {exc}") from None
+        given = t.params.get(name, {})
+        try:
+            family(spec, {**family.default_params(), **given})
+        except ConfigError as exc:
+            raise ConfigError(f"config key train.params.{name}: {exc}") from None
 
 
 def data_fingerprint(history: pd.DataFrame, columns: Sequence[str]) -> str:
@@ -134,6 +161,7 @@ def fit_partition(
         baseline_family=None,
         baseline_model=None,
         baseline_model_sha256=None,
+        fallback=None,
         **{m: math.nan for m in METRICS},
         **{f"baseline_{m}": math.nan for m in METRICS},
     )
@@ -270,7 +298,9 @@ def _simple_method(
         except Exception as exc:
             errors.append(f"{name}: {error_text(exc)}")
             continue
-        row.update(status="ok", error=f"fallback to {name}: {reason}"[:_ERROR_CHARS])
+        row.update(
+            status="ok", error=f"fallback to {name}: {reason}"[:_ERROR_CHARS], fallback=status
+        )
         row.update({m: (metrics or {}).get(name, {}).get(m, math.nan) for m in METRICS})
         _baseline_into(row, name, row["model"])
         return

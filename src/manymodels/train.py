@@ -401,12 +401,16 @@ def _check_threshold(cfg: Config, result: TrainResult, rows: pd.DataFrame | None
             )
             if w
         )
+    served = f", {len(fell_back):,} of them served by train.fallback" if len(fell_back) else ""
+    again = (  # --resume refits keys with no ok row: a fallback's row is ok
+        "rerun `manymodels train`"
+        if len(fell_back)
+        else f"rerun with --resume {result.run_id} to refit only those keys"
+    )
     raise ThresholdError(
-        f"training failed for {failed:,} of {result.n_keys:,} keys ({share:.1%}; "
-        f"{len(fell_back):,} of them served by train.fallback), past "
+        f"training failed for {failed:,} of {result.n_keys:,} keys ({share:.1%}){served}, past "
         f"train.max_failed_fraction={cfg.train.max_failed_fraction:.1%}. Most common: {worst}. "
-        f"The failures are in gold.model_ledger; fix the cause and rerun with --resume "
-        f"{result.run_id} to refit only those keys"
+        f"The failures are in gold.model_ledger; fix the cause and {again}"
     )
 
 
