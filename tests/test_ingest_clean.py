@@ -124,7 +124,7 @@ def test_reingesting_a_file_does_not_duplicate_and_counts_add_up(tmp_path, cfg):
         result.duplicates_merged + result.future_rows
     )
     s = silver(cfg)
-    day2 = s[(s["item"] == 2) & (pd.to_datetime(s["ds"]) == "2024-01-02")]
+    day2 = s[(s["item"] == "2") & (pd.to_datetime(s["ds"]) == "2024-01-02")]
     assert day2["y"].tolist() == [2.0 + 7.0]  # the default duplicate rule sums
 
 
@@ -340,3 +340,74 @@ def test_all_rows_quarantined_names_the_rule_not_generic_settings(tmp_path, make
     assert "non-numeric regressor promo" in msg and "data.regressors" in msg
     assert "data.time_col" not in msg and "data.freq" not in msg
     assert "\n" not in msg
+
+
+def _frame(stores: list[str], ys: list[str] | None = None, dates: list[str] | None = None):
+    n = len(stores)
+    return pd.DataFrame(
+        {
+            "ds": dates or [f"2024-01-{i + 1:02d}" for i in range(n)],
+            "store": stores,
+            "item": ["1"] * n,
+            "y": ys or ["1"] * n,
+        }
+    )
+
+
+def test_string_keys_keep_their_spelling_and_refuse_surrounding_spaces():
+    raw = _frame(["007", "7", "07", " 7", "7 "], dates=["2024-01-01"] * 5)
+    result = clean_frame(raw, DataConfig())
+    assert sorted(result.silver["store"]) == ["007", "07", "7"]
+    assert result.reasons == {"key store has surrounding spaces": 2}
+    assert result.duplicates_merged == 0
+
+
+def test_int_keys_parse_digits_within_int64_and_refuse_the_rest():
+    big = str(2**63 - 1)
+    raw = _frame(["01", "1", " 1", "1.0", "1e3", big, str(2**63), str(-(2**63) - 1)])
+    result = clean_frame(raw, DataConfig(key_types={"store": "int"}))
+    silver = result.silver
+    assert silver["store"].dtype == "int64"
+    assert sorted(set(silver["store"])) == [1, 2**63 - 1]
+    assert -(2**63) not in set(silver["store"])  # never wrapped
+    assert result.reasons == {
+        "key store is not an integer": 2,
+        "key store is outside the int64 range": 2,
+    }
+    assert result.rows_in == len(silver) - result.filled_rows + result.quarantined
+
+
+def test_offsets_keep_the_wall_clock_date_even_mixed_in_one_column():
+    dates = ["2024-01-01T00:00:00+02:00", "2024-01-02T00:00:00Z", "2024-01-03 00:00-0500"]
+    result = clean_frame(_frame(["1"] * 3, dates=dates), DataConfig())
+    assert result.quarantined == 0
+    assert [d.date().isoformat() for d in result.silver["ds"]] == [
+        "2024-01-01",
+        "2024-01-02",
+        "2024-01-03",
+    ]
+
+
+@pytest.mark.parametrize("fill", ["zero", "ffill", "missing"])
+def test_a_quarantined_period_is_a_flagged_missing_gap_whatever_the_policy(fill):
+    raw = _frame(["1"] * 4, ys=["1", "oops", "inf", "4"])
+    result = clean_frame(raw, DataConfig(fill=fill))
+    gaps = result.silver[result.silver["is_filled"]]
+    assert gaps["gap_reason"].tolist() == ["quarantined", "quarantined"]
+    assert gaps["y"].isna().all()  # never a zero or a carried value
+    assert result.gap_reasons == {"quarantined": 2}
+    assert "2 gap rows left missing" in result.summary()
+    assert "gap rows 'quarantined': 2" in result.summary()
+
+
+def test_long_gaps_are_left_missing_and_reported_per_key(caplog):
+    dates = ["2024-01-01", "2024-01-02", "2024-03-01", "2024-03-03"]
+    raw = _frame(["1"] * 4, dates=dates)
+    result = clean_frame(raw, DataConfig(fill="zero", max_gap_periods=30))
+    s = result.silver
+    assert s.loc[s["gap_reason"] == "long gap", "y"].isna().all()
+    assert (s["gap_reason"] == "long gap").sum() == 58
+    assert s.loc[s["gap_reason"] == "gap", "y"].tolist() == [0.0]  # a short gap: the policy
+    assert result.long_gaps == {"store=1, item=1": 58}
+    assert "long gaps (> data.max_gap_periods, left missing) in 1 keys" in result.summary()
+    assert "data.max_gap_periods=30" in caplog.text

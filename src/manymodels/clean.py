@@ -2,9 +2,13 @@
 
 The rules, in order (the first that a row breaks is its quarantine ``reason``):
 
-1. every key column is present and non-empty (``null key <col>``);
+1. every key column is present and non-empty (``null key <col>``) and holds a value of its
+   declared type (``data.key_types``, see below: ``key <col> has surrounding spaces``,
+   ``key <col> is not an integer``, ``key <col> is outside the int64 range``);
 2. the time column parses as a date (``unparseable date``) and fits ``data.freq``
-   (``date does not fit frequency W-SUN``);
+   (``date does not fit frequency W-SUN``). A date written with a time-zone offset or ``Z``
+   means its wall-clock date as written (``2024-01-01T00:00+02:00`` is 2024-01-01), so one
+   column may mix offsets;
 3. the target parses as a finite number (``missing target``, ``non-numeric target``,
    ``non-finite target``) — except *future rows*: a row past the key's last observed target
    whose target is empty but whose regressors are all given goes to ``silver.sales_future``;
@@ -17,15 +21,31 @@ and flagged ``is_filled``: ``missing`` (the default; ``nan`` is an alias) adds t
 ``y = NaN`` — a gap is missing data (a closed day, a lost week), not a sale of zero; ``zero``
 adds them with ``y = 0`` — for transactional sources where no row means no sale; ``ffill``
 repeats the key's last observed target; ``none`` adds no rows. Missing regressor values are
-carried forward (then backward) within the key. Bookkeeping:
-rows in = observed silver rows + future rows + quarantined rows + duplicates merged.
+carried forward (then backward) within the key.
+
+Gap rows say why they exist in ``gap_reason``: ``gap`` (no row was given), ``quarantined`` (the
+period's only rows were quarantined: its y stays missing whatever ``data.fill`` says — a bad
+value is not a sale of zero) or ``long gap`` (the run of missing periods is longer than
+``data.max_gap_periods``: y stays missing, and the key is reported in the summary and the log).
+
+Key types (``data.key_types``, per key ``string`` or ``int``; ``string`` when not declared,
+since bronze lands every source as text): a string key is the text as landed, so ``007`` and
+``7`` are two keys; a value with leading or trailing spaces is quarantined rather than trimmed
+(`` 7`` would otherwise silently become a third spelling of the key). An int key takes an
+optional sign and digits, surrounding spaces ignored (``01`` and ``1`` are the same integer);
+``1.0`` is not an integer, and a value outside the int64 range is quarantined, never wrapped.
+
+Bookkeeping: rows in = observed silver rows + future rows + quarantined rows + duplicates
+merged.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -37,7 +57,7 @@ from manymodels.errors import DataError
 from manymodels.tables import TableStore, open_store
 from manymodels.validate import check_columns
 
-__all__ = ["CleanResult", "clean", "clean_frame", "freq_anchor", "infer_key_kinds"]
+__all__ = ["CleanResult", "clean", "clean_frame", "freq_anchor", "key_kinds"]
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +93,20 @@ class CleanResult:
     future: pd.DataFrame | None = None
     silver_version: int | None = None
     fill: str = "missing"
+    gap_reasons: dict[str, int] = field(default_factory=dict)
+    long_gaps: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         observed = self.silver_rows - self.filled_rows
+        kept_missing = sum(n for r, n in self.gap_reasons.items() if r != "gap")
+        plain = self.filled_rows - kept_missing
         gaps = (
-            f"{self.filled_rows:,} {_GAP_TEXT[self.fill]}, flagged is_filled"
+            f"{plain:,} {_GAP_TEXT[self.fill]}, flagged is_filled"
             if self.fill in _GAP_TEXT
             else f"gaps not filled: data.fill {self.fill}"
         )
+        if kept_missing:
+            gaps += f" + {kept_missing:,} gap rows left missing (see gap_reason)"
         lines = [
             f"rows in:            {self.rows_in:,}",
             f"silver rows:        {self.silver_rows:,} over {self.n_keys:,} keys "
@@ -92,19 +118,84 @@ class CleanResult:
             f"{self.quarantined:,} + {self.duplicates_merged:,}",
         ]
         lines += [f"  quarantine reason {r!r}: {n:,}" for r, n in sorted(self.reasons.items())]
+        lines += [
+            f"  gap rows {r!r}: {n:,}" for r, n in sorted(self.gap_reasons.items()) if r != "gap"
+        ]
+        if self.long_gaps:
+            shown = sorted(self.long_gaps.items(), key=lambda kv: -kv[1])
+            more = len(shown) - _SHOWN_GAPS
+            listed = ", ".join(f"{k} ({n:,} periods)" for k, n in shown[:_SHOWN_GAPS])
+            lines.append(
+                f"long gaps (> data.max_gap_periods, left missing) in {len(shown):,} keys: "
+                + listed
+                + (f" and {more:,} more" if more > 0 else "")
+            )
         return "\n".join(lines)
 
 
-def infer_key_kinds(frame: pd.DataFrame, keys: Sequence[str]) -> dict[str, KeyKind]:
-    """A key column is an integer when every non-empty value is one, else text."""
-    kinds: dict[str, KeyKind] = {}
-    for k in keys:
-        s = frame[k].astype("string").str.strip()
-        s = s[s.notna() & (s != "")]
-        parsed = pd.to_numeric(s, errors="coerce")
-        ok = parsed.notna().all() and bool((parsed.dropna() % 1 == 0).all())
-        kinds[k] = "int" if ok and len(s) else "str"
-    return kinds
+_SHOWN_GAPS = 5
+
+
+def key_kinds(data: DataConfig) -> dict[str, KeyKind]:
+    """Each key column's declared kind (``data.key_types``; ``string`` when not declared)."""
+    return {k: ("int" if data.key_types.get(k) == "int" else "str") for k in data.keys}
+
+
+_INT64_MAX = 2**63 - 1
+_INT_RE = re.compile(r"^[+-]?\d+$")
+
+
+def _typed_key(s: pd.Series, kind: KeyKind) -> tuple[pd.Series, pd.Series]:
+    """A key column (as landed text) typed as declared, and each row's reason to refuse it
+    (``<NA>`` when it is fine); ``s`` is the raw text, not yet stripped."""
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    values: list[object] = []
+    why: list[object] = []
+    for u in uniques:
+        text = str(u)
+        if kind == "str":
+            values.append(text)
+            why.append("surrounding spaces" if text != text.strip() else None)
+            continue
+        t = text.strip()
+        if not _INT_RE.match(t):
+            values.append(None)
+            why.append("not an integer")
+        elif not -_INT64_MAX - 1 <= int(t) <= _INT64_MAX:
+            values.append(None)
+            why.append("outside the int64 range")
+        else:
+            values.append(int(t))
+            why.append(None)
+    typed_values = np.array([*values, None], dtype=object)[codes]  # code -1: empty
+    reasons = np.array([*why, None], dtype=object)[codes]
+    dtype = "Int64" if kind == "int" else "string"
+    return (
+        pd.Series(typed_values, index=s.index, dtype=dtype),
+        pd.Series(reasons, index=s.index, dtype="object"),
+    )
+
+
+#: A time-zone suffix after a time of day: ``Z``, ``UTC``, ``+02:00``, ``-0500``, ``+02``.
+_TZ_SUFFIX = r"^(.*\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|UTC|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def _parse_dates(text: pd.Series, date_format: str | None) -> pd.Series:
+    """Dates as naive timestamps; a time-zone offset keeps the wall-clock time as written."""
+    fmt = date_format or "ISO8601"
+    if date_format is None:
+        text = text.str.replace(_TZ_SUFFIX, r"\1", regex=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas warns about mixed offsets under a %z format
+        ds = pd.to_datetime(text, format=fmt, errors="coerce")
+    if not pd.api.types.is_datetime64_any_dtype(ds.dtype):  # mixed offsets: Timestamp objects
+        ds = pd.to_datetime(
+            ds.map(lambda v: v.tz_localize(None) if getattr(v, "tzinfo", None) else v),
+            errors="coerce",
+        )
+    if getattr(ds.dt, "tz", None) is not None:
+        ds = ds.dt.tz_localize(None)
+    return ds.astype("datetime64[ns]")
 
 
 def freq_anchor(freq: str) -> tuple[str, str]:
@@ -174,12 +265,15 @@ def _parse_regressor(column: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def clean_frame(
-    raw: pd.DataFrame, data: DataConfig, key_kinds: Mapping[str, KeyKind] | None = None
+    raw: pd.DataFrame, data: DataConfig, kinds_given: Mapping[str, KeyKind] | None = None
 ) -> CleanResult:
-    """Pure pandas: bronze rows (text) → silver, quarantine and future frames plus counts."""
+    """Pure pandas: bronze rows (text) → silver, quarantine and future frames plus counts.
+
+    ``kinds_given`` overrides ``data.key_types`` (the DataFrame API passes the key columns'
+    own Spark types)."""
     check_columns(list(raw.columns), data)
     keys, regs = list(data.keys), list(data.regressors)
-    kinds = dict(key_kinds) if key_kinds else infer_key_kinds(raw, keys)
+    kinds = {**key_kinds(data), **dict(kinds_given or {})}
     n_in = len(raw)
     raw = raw.reset_index(drop=True)
     reason = pd.Series(pd.NA, index=raw.index, dtype="object")
@@ -194,15 +288,11 @@ def clean_frame(
     for k in keys:
         s = text(k)
         flag(s.isna() | (s == ""), f"null key {k}")
-        if kinds[k] == "int":
-            typed[k] = pd.to_numeric(s, errors="coerce").astype("Int64")
-        else:
-            typed[k] = s
-    t = text(data.time_col)
-    fmt = data.date_format or "ISO8601"
-    ds = pd.to_datetime(t, format=fmt, errors="coerce")
-    if getattr(ds.dt, "tz", None) is not None:
-        ds = ds.dt.tz_convert(None)
+        typed[k], why = _typed_key(raw[k].astype("string"), kinds[k])
+        for w in ("surrounding spaces", "not an integer", "outside the int64 range"):
+            verb = "has" if w == "surrounding spaces" else "is"
+            flag(why == w, f"key {k} {verb} {w}")
+    ds = _parse_dates(text(data.time_col), data.date_format)
     flag(ds.isna(), "unparseable date")
     flag(
         ds.notna() & ~_fits_freq(ds, data.freq).fillna(False),
@@ -231,8 +321,9 @@ def clean_frame(
             joined = cand.join(last, on=keys)
             future[joined.index[(joined["ds"] > joined["_last"]) | joined["_last"].isna()]] = True
     flag(y_missing & ~future, "missing target")
-    flag(~y_missing & y.isna(), "non-numeric target")
-    flag(~y_missing & y.notna() & ~np.isfinite(y), "non-finite target")
+    spelled_nan = y_text.str.lower().str.lstrip("+-").isin(["nan"]).fillna(False)
+    flag(~y_missing & y.isna() & ~spelled_nan, "non-numeric target")
+    flag(~y_missing & (spelled_nan | (y.notna() & ~np.isfinite(y))), "non-finite target")
     typed["y"] = y
     for r in regs:
         typed[r] = reg_values[r]
@@ -246,7 +337,8 @@ def clean_frame(
     good = typed.loc[~bad & ~future]
     silver, merged = _dedupe(good, keys, regs, data.duplicates)
     merged += int((~bad & future).sum()) - len(fut)
-    silver, filled = _fill_gaps(silver, keys, data)
+    lost = typed.loc[bad & ds.notna() & typed[keys].notna().all(axis=1), [*keys, "ds"]]
+    silver, filled, long_gaps = _fill_gaps(silver, keys, data, lost)
     if regs and len(silver):
         # Missing regressor values (gap rows included) are carried forward, then backward.
         silver[regs] = silver.groupby(keys, sort=False)[regs].ffill()
@@ -257,6 +349,15 @@ def clean_frame(
             fut[k] = fut[k].astype("int64")
     silver["ds"] = silver["ds"].astype("datetime64[ns]")
     reasons = quarantine["reason"].value_counts().to_dict() if len(quarantine) else {}
+    gap_counts = silver["gap_reason"].value_counts().to_dict() if len(silver) else {}
+    if long_gaps:
+        log.warning(
+            "clean: %d key(s) have gaps longer than data.max_gap_periods=%d, left missing "
+            "(not filled): %s",
+            len(long_gaps),
+            max_gap(data),
+            ", ".join(list(long_gaps)[:_SHOWN_GAPS]),
+        )
     return CleanResult(
         rows_in=n_in,
         silver_rows=len(silver),
@@ -270,6 +371,8 @@ def clean_frame(
         quarantine=quarantine.reset_index(drop=True),
         future=fut.reset_index(drop=True),
         fill=data.fill,
+        gap_reasons={str(k): int(v) for k, v in gap_counts.items()},
+        long_gaps=long_gaps,
     )
 
 
@@ -284,17 +387,38 @@ def _dedupe(
     return out, len(good) - len(out)
 
 
-def _fill_gaps(silver: pd.DataFrame, keys: list[str], data: DataConfig) -> tuple[pd.DataFrame, int]:
-    """Add the periods missing inside each key's range, flagged ``is_filled``, per ``data.fill``."""
-    silver = silver.assign(is_filled=False)
+#: Periods in a year per ``data.freq`` kind: the default ``data.max_gap_periods``.
+_YEAR = {"D": 366, "h": 366 * 24, "M": 12}
+
+
+def max_gap(data: DataConfig) -> int:
+    """The longest run of missing periods filled by ``data.fill`` (default: a year's worth)."""
+    if data.max_gap_periods is not None:
+        return data.max_gap_periods
+    period, _ = freq_anchor(data.freq)
+    return 53 if period.startswith("W") else _YEAR[period]
+
+
+def _key_label(keys: list[str], values: tuple[object, ...]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
+
+
+def _fill_gaps(
+    silver: pd.DataFrame, keys: list[str], data: DataConfig, lost: pd.DataFrame
+) -> tuple[pd.DataFrame, int, dict[str, int]]:
+    """Add the periods missing inside each key's range, flagged ``is_filled`` and
+    ``gap_reason``, per ``data.fill``; ``lost`` holds the (keys, ds) of quarantined rows.
+    Returns the frame, the rows added and the longest gap of each key past the limit."""
+    no_reason = pd.Series(pd.NA, index=silver.index, dtype="string")
+    silver = silver.assign(is_filled=False, gap_reason=no_reason)
     if data.fill == "none" or silver.empty:
-        return silver, 0
+        return silver, 0, {}
     ords = _ordinals(silver["ds"], data.freq)
     silver = silver.assign(_ord=ords)
     bounds = silver.groupby(keys, sort=False)["_ord"].agg(["min", "max", "size"])
     gappy = bounds[bounds["max"] - bounds["min"] + 1 > bounds["size"]]
     if gappy.empty:
-        return silver.drop(columns="_ord"), 0
+        return silver.drop(columns="_ord"), 0, {}
     lengths = (gappy["max"] - gappy["min"] + 1).to_numpy()
     starts = np.repeat(gappy["min"].to_numpy(), lengths)
     offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -306,16 +430,39 @@ def _fill_gaps(silver: pd.DataFrame, keys: list[str], data: DataConfig) -> tuple
     new = grid["ds"].isna()
     grid.loc[new, "ds"] = _from_ordinals(grid.loc[new, "_ord"].to_numpy(), data.freq)
     grid["is_filled"] = new
-    grid = grid.sort_values([*keys, "_ord"])
+    grid = grid.sort_values([*keys, "_ord"]).reset_index(drop=True)
+    # Each run of new rows: its length decides whether it is a long gap.
+    run_id = (new != new.shift()).cumsum()
+    run_len = new.groupby([*(grid[k] for k in keys), run_id]).transform("sum")
+    long = new & (run_len > max_gap(data))
+    reason = pd.Series(pd.NA, index=grid.index, dtype="string")
+    reason[new] = "gap"
+    if len(lost):
+        lost_ords = lost.assign(_ord=_ordinals(lost["ds"], data.freq))[[*keys, "_ord"]]
+        lost_ords = lost_ords.drop_duplicates().assign(_lost=True)
+        for k in keys:
+            lost_ords[k] = lost_ords[k].astype(grid[k].dtype)
+        hit = grid[[*keys, "_ord"]].merge(lost_ords, on=[*keys, "_ord"], how="left")["_lost"]
+        reason[new & hit.notna().to_numpy()] = "quarantined"
+    reason[long] = "long gap"
+    grid["gap_reason"] = reason
     if data.fill == "zero":
         grid.loc[new, "y"] = 0.0
     elif data.fill == "ffill":
         grid["y"] = grid.groupby(keys, sort=False)["y"].ffill()
-    # "missing" (alias "nan"): the gap rows keep y = NaN from the merge.
+    # "missing" (alias "nan"): the gap rows keep y = NaN from the merge. A quarantined
+    # period or a long gap stays missing whatever the policy: no value was given for it.
+    grid.loc[reason.isin(["quarantined", "long gap"]).to_numpy(), "y"] = np.nan
+    long_gaps: dict[str, int] = {}
+    if long.any():
+        runs = grid.loc[long].groupby([*keys, run_id[long]], sort=True).size()
+        for idx, n in runs.groupby(level=list(range(len(keys)))).max().items():
+            values = idx if isinstance(idx, tuple) else (idx,)
+            long_gaps[_key_label(keys, values)] = int(n)
     rest = silver[~silver.set_index(keys).index.isin(gappy.index)]
     out = pd.concat([rest, grid[rest.columns]], ignore_index=True)
     out = out.sort_values([*keys, "ds"]).drop(columns="_ord").reset_index(drop=True)
-    return out, int(new.sum())
+    return out, int(new.sum()), long_gaps
 
 
 def _advice(reason: str, data: DataConfig) -> str:

@@ -151,15 +151,27 @@ VERBS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
 }
 
 
-def _periods(text: str) -> int:
-    """A whole number of periods, at least 1 (argparse names the flag in its error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of periods >= 1, got {text!r}")
-    return value
+def _whole(minimum: int, what: str) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum`` (argparse names the flag in its error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number of {what} >= {minimum}, got {text!r}"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number of {what} >= {minimum}, got {text!r}"
+            )
+        return value
+
+    parse.__name__ = what  # argparse shows it for a bad value
+    return parse
+
+
+_periods = _whole(1, "periods")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,7 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--run", metavar="RUN_ID", help="training run to promote (default: challenger)")
     pr.add_argument("--dry-run", action="store_true", help="show the decisions, change nothing")
     pr.add_argument(
-        "--show", type=int, default=20, metavar="N", help="decisions shown by --dry-run"
+        "--show",
+        type=_whole(1, "rows"),
+        default=20,
+        metavar="N",
+        help="decisions shown by --dry-run",
     )
     sc = parsers["score"]
     sc.add_argument(
@@ -217,19 +233,27 @@ def build_parser() -> argparse.ArgumentParser:
         "periods after it (default: each key's last observation)",
     )
     sc.add_argument("--alias", default=None, help="model alias to score (default: champion)")
-    sc.add_argument("--version", type=int, default=None, help="model version to score")
+    sc.add_argument(
+        "--version", type=_whole(1, "versions"), default=None, help="model version to score"
+    )
     sc.add_argument("--job", default=None, help="scoring job name that owns the rows")
     parsers["report"].add_argument(
         "--output", "-o", default=None, help="HTML file (default: <home>/report.html)"
     )
     q = parsers["sql"]
     q.add_argument("query", nargs="?", help="e.g. 'SELECT * FROM gold_forecast_summary'")
-    q.add_argument("--limit", type=int, default=50, help="rows shown (default 50)")
+    q.add_argument("--limit", type=_whole(1, "rows"), default=50, help="rows shown (default 50)")
     demo = parsers["demo"]
-    demo.add_argument("--stores", type=int, default=3, help="stores to generate (default 3)")
-    demo.add_argument("--items", type=int, default=10, help="items per store (default 10)")
-    demo.add_argument("--days", type=int, default=730, help="days of history (default 730)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--stores", type=_whole(1, "stores"), default=3, help="stores to generate (default 3)"
+    )
+    demo.add_argument(
+        "--items", type=_whole(1, "items"), default=10, help="items per store (default 10)"
+    )
+    demo.add_argument(
+        "--days", type=_whole(1, "days"), default=730, help="days of history (default 730)"
+    )
+    demo.add_argument("--seed", type=_whole(0, "seed"), default=0)
     demo.add_argument(
         "--until", default=None, help="stop after this step (ingest, clean, train, ...)"
     )

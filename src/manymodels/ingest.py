@@ -87,9 +87,20 @@ def _read_csv_text(stream: IO[bytes], name: str) -> pa.Table:
     data = stream.read()
     if not data.strip():
         return pa.table({})
-    header_line = data.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
+    raw_header = data.split(b"\n", 1)[0]
+    try:
+        header_line = raw_header.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        byte = raw_header[exc.start : exc.start + 1].hex().upper()
+        raise DataError(
+            f"{name}: the header is not UTF-8 text (byte 0x{byte} at position {exc.start}); "
+            "save the file as UTF-8"
+        ) from None
     delimiter = "\t" if name.lower().endswith(".tsv") else ","
-    header = next(csv.reader([header_line], delimiter=delimiter))
+    try:
+        header = next(csv.reader([header_line.rstrip("\r")], delimiter=delimiter))
+    except csv.Error as exc:
+        raise DataError(f"{name} is not a readable CSV file: its header: {exc}") from None
     if len(set(header)) != len(header):
         raise DataError(f"{name}: the header names a column twice ({header})")
     try:
@@ -104,11 +115,17 @@ def _read_csv_text(stream: IO[bytes], name: str) -> pa.Table:
             read_options=pacsv.ReadOptions(encoding="utf8"),
         )
     except pa.ArrowInvalid as exc:
-        raise DataError(f"{name} is not a readable CSV file: {exc}") from None
+        text = " ".join(str(exc).split())
+        hint = "; save the file as UTF-8" if "UTF8" in text else ""
+        raise DataError(f"{name} is not a readable CSV file: {text}{hint}") from None
 
 
 def _read_parquet_text(path: Path) -> pa.Table:
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        text = " ".join(str(exc).split())
+        raise DataError(f"{path} is not a readable Parquet file: {text}") from None
     cols = {}
     for name, column in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):

@@ -23,8 +23,15 @@ def check_columns(found: Sequence[str], data: DataConfig, where: str = "the sour
     """Stop with one line naming the first missing column and the columns found."""
     for col, key in required_columns(data).items():
         if col not in found:
-            shown = ", ".join(c for c in found if not c.startswith("_"))
+            spaced = any(c != c.strip() for c in found)
+            shown = ", ".join(repr(c) if spaced else c for c in found if not c.startswith("_"))
+            hint = ""
+            if any(c != c.strip() and c.strip() == col for c in found):
+                hint = (
+                    " The header has spaces around its names (e.g. a space after each "
+                    "comma): remove them from the header."
+                )
             raise DataError(
                 f"{where} has no column {col!r} (named by {key}); found columns: {shown}. "
-                f"Fix the source or set {key} with --set."
+                f"Fix the source or set {key} with --set.{hint}"
             )
