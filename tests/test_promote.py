@@ -172,6 +172,13 @@ def test_first_promotion_then_hysteresis_and_kept_keys(cfg):
     assert quality.loc[1, "model_run_id"] == r1 and quality.loc[2, "wape"] == pytest.approx(0.15)
     assert quality.loc[1, "champion_since"] < quality.loc[2, "champion_since"]
 
+    # promoting the same training run again decides nothing twice
+    version = registry.get_alias_version(cfg, "champion")
+    again = promote(cfg)
+    assert again.run_id == second.run_id and again.counts == second.counts
+    assert len(store.read_pandas(store.ref("gold", "promotions"))) == 3 + 4
+    assert registry.get_alias_version(cfg, "champion") == version
+
 
 def test_promote_without_a_training_run_says_what_to_run(cfg):
     with pytest.raises(Exception, match="run `manymodels train` first"):

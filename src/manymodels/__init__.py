@@ -10,8 +10,10 @@ from manymodels.clean import clean
 from manymodels.config import Config, load_config
 from manymodels.datasets import generate_demand, load_store_item_demand
 from manymodels.errors import (
+    BusyError,
     ConfigError,
     DataError,
+    IntegrityError,
     ManyModelsError,
     ModelError,
     SetupError,
@@ -32,9 +34,11 @@ from manymodels.train import train
 __version__ = "0.1.0"
 
 __all__ = [
+    "BusyError",
     "Config",
     "ConfigError",
     "DataError",
+    "IntegrityError",
     "ManyModelsError",
     "ModelError",
     "Progress",

@@ -108,8 +108,14 @@ def home_lock(home: Path, step: str, wait: float | None = None) -> Iterator[None
         os.close(fd)  # closing the descriptor releases the lock
 
 
+def _holds(home: Path) -> bool:
+    held: dict[str, int] = getattr(_held, "homes", None) or {}
+    return bool(held.get(str(Path(home).resolve())))
+
+
 def exclusive(step: str) -> Callable[[F], F]:
-    """Run the decorated step under its home's lock (the ``Config`` among its arguments)."""
+    """Run the decorated step under its home's lock (the ``Config`` among its arguments) and
+    its journal: wholly done or rolled back (``manymodels.journal``)."""
     from manymodels.config import Config
 
     def wrap(fn: F) -> F:
@@ -118,8 +124,14 @@ def exclusive(step: str) -> Callable[[F], F]:
             cfg = next((a for a in (*args, *kwargs.values()) if isinstance(a, Config)), None)
             if cfg is None:
                 return fn(*args, **kwargs)
+            from manymodels.journal import journaled
+
+            outermost = not _holds(cfg.home_path)
             with home_lock(cfg.home_path, step):
-                return fn(*args, **kwargs)
+                if not outermost:  # a step inside a step: the outer one's journal covers it
+                    return fn(*args, **kwargs)
+                with journaled(cfg, step):
+                    return fn(*args, **kwargs)
 
         return locked  # type: ignore[return-value]
 

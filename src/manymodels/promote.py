@@ -39,6 +39,7 @@ import pandas as pd
 
 from manymodels.config import Config, PromoteConfig
 from manymodels.errors import DataError, ModelError
+from manymodels.locking import exclusive
 from manymodels.tables import TableStore, open_store
 
 if TYPE_CHECKING:
@@ -230,6 +231,7 @@ def _served_metrics(row: Mapping[str, Any], served_family: Any) -> dict[str, Any
     return {**row, **{m: row.get(f"baseline_{m}") for m in METRICS}}
 
 
+@exclusive("promote")
 def promote(
     cfg: Config,
     spark: SparkSession | None = None,
@@ -250,6 +252,12 @@ def promote(
                 "`manymodels train` first or pass --run RUN_ID"
             )
         run_id = registry.load_model_set(cfg, alias="challenger").run_id
+    done = _earlier_promotion(store, run_id) if not dry_run else None
+    if done is not None:  # a re-run of a finished promotion: decided once, never twice
+        log.info("training run %s was promoted already (promotion run %s)", run_id,
+                 done["promotion_run_id"].iloc[0])  # fmt: skip
+        counts = {str(k): int(v) for k, v in done["decision"].value_counts().items()}
+        return PromoteResult(str(done["promotion_run_id"].iloc[0]), run_id, done, counts)
     has_champion = registry.get_alias_version(cfg, "champion") is not None
     champ_set = registry.load_model_set(cfg, alias="champion") if has_champion else None
     champ_manifest = (
@@ -294,6 +302,15 @@ def promote(
         _write_quality(store, cfg)
     log.debug(result.summary())
     return result
+
+
+def _earlier_promotion(store: TableStore, run_id: str) -> pd.DataFrame | None:
+    """The decisions already recorded for training run ``run_id``, if it was promoted."""
+    ref = store.ref("gold", PROMOTIONS_TABLE)
+    if not store.exists(ref) or "candidate_run_id" not in store.schema(ref).names:
+        return None
+    rows = store.read_pandas(ref, where={"candidate_run_id": run_id})
+    return rows if len(rows) else None
 
 
 def _decisions(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from manymodels import faults
 from manymodels.config import Config
 from manymodels.errors import ModelError
 from manymodels.registry.client import check_alias, check_model_name, client_for, no_progress_bars
@@ -216,7 +217,9 @@ def register_model_set(
     mv = client.create_model_version(
         name, source=source, run_id=run_id, tags=version_tags, description=description
     )
+    faults.point(f"before-alias:{alias}")
     client.set_registered_model_alias(name, alias, mv.version)
+    faults.point(f"after-alias:{alias}")
     log.info(
         "registered %d models as %s version %s (@%s) in %.1f s",
         len(frame),

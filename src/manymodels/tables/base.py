@@ -145,6 +145,11 @@ class TableStore(ABC):
     @abstractmethod
     def history(self, ref: TableRef) -> list[dict[str, Any]]: ...
 
+    @abstractmethod
+    def rollback(self, ref: TableRef, version: int | None) -> None:
+        """Return ``ref`` to ``version`` (one new commit), or drop it when ``version`` is None
+        (the table did not exist); nothing happens when it is already there."""
+
     def _view(self, spark: SparkSession, layer: str, ref: TableRef) -> str:
         """Make one existing table queryable with Spark SQL; the name to query it by."""
         name = f"{layer}_{ref.table}"

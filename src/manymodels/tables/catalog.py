@@ -185,6 +185,16 @@ class SparkTableStore(TableStore):
         kept = self.spark.table(ref.name).join(df.select(*on).distinct(), list(on), "left_anti")
         self._swap(ref, kept.unionByName(df, allowMissingColumns=True))
 
+    def rollback(self, ref: TableRef, version: int | None) -> None:
+        if not self.exists(ref):
+            return
+        if version is None:
+            self.spark.sql(f"DROP TABLE IF EXISTS {ref.quoted}")
+        elif self.format != "delta":
+            log.warning("%s is a Parquet table: it has no versions to roll back to", ref)
+        elif self.version(ref) != version:
+            self.spark.sql(f"RESTORE TABLE {ref.quoted} TO VERSION AS OF {int(version)}")
+
     def version(self, ref: TableRef) -> int | None:
         hist = self.history(ref)
         return int(hist[0]["version"]) if hist else None

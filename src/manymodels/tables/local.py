@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 import pandas as pd
 import pyarrow as pa
 
+from manymodels import faults
 from manymodels.config import Config
 from manymodels.errors import SetupError, TableError
 from manymodels.spark import from_arrow
@@ -178,7 +179,9 @@ class LocalDeltaStore(TableStore):
                 kwargs["schema_mode"] = "overwrite"
             else:  # rows of a newer manymodels may carry new columns: add them to the table
                 kwargs["schema_mode"] = "merge"
+            faults.point(f"before-commit:{ref}")
             write_deltalake(str(path), source, **kwargs)
+            faults.point(f"after-commit:{ref}")
         except TableError:
             raise
         except Exception as exc:
@@ -199,6 +202,7 @@ class LocalDeltaStore(TableStore):
         source = _conform(source, like)
         cond = " AND ".join(f't."{check_ident(c, "column name")}" = s."{c}"' for c in on)
         try:
+            faults.point(f"before-commit:{ref}")
             (
                 self._table(ref)
                 .merge(source, cond, source_alias="s", target_alias="t")
@@ -206,6 +210,7 @@ class LocalDeltaStore(TableStore):
                 .when_not_matched_insert_all()
                 .execute()
             )
+            faults.point(f"after-commit:{ref}")
         except Exception as exc:
             raise TableError(f"merging into {ref} on {list(on)} failed: {exc}") from exc
         finally:
@@ -214,6 +219,16 @@ class LocalDeltaStore(TableStore):
 
     def version(self, ref: TableRef) -> int | None:
         return int(self._table(ref).version()) if self.exists(ref) else None
+
+    def rollback(self, ref: TableRef, version: int | None) -> None:
+        if not self.exists(ref):
+            return
+        if version is None:
+            shutil.rmtree(self.path(ref), ignore_errors=True)
+            log.info("rolled back %s: removed (it did not exist before)", ref)
+        elif self.version(ref) != version:
+            self._table(ref).restore(version)
+            log.info("rolled back %s to version %s", ref, version)
 
     def history(self, ref: TableRef) -> list[dict[str, Any]]:
         return list(self._table(ref).history()) if self.exists(ref) else []

@@ -1,0 +1,58 @@
+"""Fault trials: a step killed anywhere, then re-run, ends exactly as an untouched run does.
+
+20 seeded trials run by default (clean and promote 8 each, train and score 2 each: the last two
+start a JVM per run); ``MANYMODELS_TRIALS=<n per step>`` with ``-m slow`` runs more.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from fault_harness import STEPS, Saved, digest, prepare, run, trial
+
+DEFAULT = {"clean": 8, "train": 2, "promote": 8, "score": 2}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> Saved:
+    return prepare(tmp_path_factory.mktemp("trials"))
+
+
+@pytest.fixture(scope="module")
+def references(saved: Saved) -> dict[str, dict]:
+    out = {}
+    for step, args in STEPS.items():
+        saved.restore(step)
+        run(saved.work, args)
+        out[step] = digest(saved.work)
+        assert out[step]["running_runs"] == 0 and out[step]["duplicates"] == 0
+    return out
+
+
+def _trials(counts: dict[str, int], saved: Saved, references: dict[str, dict]) -> None:
+    results = [
+        trial(saved, step, seed, references[step])
+        for step, n in counts.items()
+        for seed in range(n)
+    ]
+    bad = [r for r in results if not r.same]
+    summary = (
+        f"{len(results)} trials, {sum(r.killed for r in results)} killed, {len(bad)} mismatches"
+    )
+    print(summary)
+    Path(os.environ.get("MANYMODELS_TRIALS_LOG", os.devnull)).write_text(
+        summary + "\n" + "\n".join(f"{r.step} seed={r.seed} {r.how}: {r.diff}" for r in results)
+    )
+    assert not bad, "\n".join(f"{r.step} seed={r.seed} {r.how}: {r.diff}" for r in bad)
+
+
+def test_seeded_fault_trials(saved, references):
+    _trials(DEFAULT, saved, references)
+
+
+@pytest.mark.slow
+def test_many_fault_trials(saved, references):
+    n = int(os.environ.get("MANYMODELS_TRIALS", "50"))
+    _trials({step: n for step in STEPS}, saved, references)
