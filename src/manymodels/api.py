@@ -37,6 +37,7 @@ from manymodels.config import Config, load_config
 from manymodels.errors import DataError
 from manymodels.fitting import fit_stage, n_fit_tasks
 from manymodels.partition import fit_partition, ledger_columns
+from manymodels.periods import ISO_DATES
 from manymodels.progress import Progress, ProgressCallback, StageProgress, log_progress
 from manymodels.score_udf import ERROR, forecast_stage, forecast_window, output_schema, score_udf
 from manymodels.spark import default_parallelism, ds_text_sql, to_pandas
@@ -330,7 +331,7 @@ def _forecast_pandas(
     if df is not None and regs:
         _require_columns(list(df.columns), [*keys, cfg.data.time_col, *regs], "the future frame")
         future = df[[*keys, cfg.data.time_col, *regs]].rename(columns={cfg.data.time_col: "ds"})
-        future["ds"] = pd.to_datetime(future["ds"], format=cfg.data.date_format or "ISO8601")
+        future["ds"] = pd.to_datetime(future["ds"], format=cfg.data.date_format or ISO_DATES)
     by_key = {
         (k if isinstance(k, tuple) else (k,)): part
         for k, part in future.groupby(keys, sort=False, dropna=False)

@@ -54,6 +54,8 @@ import pandas as pd
 
 from manymodels.config import Config, DataConfig
 from manymodels.errors import DataError
+from manymodels.locking import exclusive
+from manymodels.periods import ISO_DATES
 from manymodels.tables import TableStore, open_store
 from manymodels.validate import check_columns
 
@@ -182,7 +184,7 @@ _TZ_SUFFIX = r"^(.*\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|UTC|[+-]\d{2}(?::?
 
 def _parse_dates(text: pd.Series, date_format: str | None) -> pd.Series:
     """Dates as naive timestamps; a time-zone offset keeps the wall-clock time as written."""
-    fmt = date_format or "ISO8601"
+    fmt = date_format or ISO_DATES
     if date_format is None:
         text = text.str.replace(_TZ_SUFFIX, r"\1", regex=True)
     with warnings.catch_warnings():
@@ -508,6 +510,7 @@ def _to_store_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+@exclusive("clean")
 def clean(cfg: Config, store: TableStore | None = None) -> CleanResult:
     """Read bronze.sales_raw, write silver.sales, silver.sales_quarantine, silver.sales_future.
 

@@ -16,6 +16,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from manymodels.errors import ConfigError, DataError
+from manymodels.periods import ISO_DATES
 
 __all__ = ["generate_demand", "load_store_item_demand", "write_demand_files"]
 
@@ -435,7 +436,7 @@ def _read_store_item_csv(handle: Any, where: str) -> pd.DataFrame:
     try:
         return pd.DataFrame(
             {
-                "date": pd.to_datetime(raw["date"], format="ISO8601"),
+                "date": pd.to_datetime(raw["date"], format=ISO_DATES),
                 "store": raw["store"].astype(np.int64),
                 "item": raw["item"].astype(np.int64),
                 "sales": raw["sales"].astype(np.float64),

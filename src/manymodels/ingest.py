@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from manymodels.config import Config, DataConfig
 from manymodels.errors import DataError, TableError
+from manymodels.locking import exclusive
 from manymodels.spark import ds_text_sql
 from manymodels.tables import SparkTableStore, TableStore, open_store
 from manymodels.validate import check_columns, required_columns
@@ -185,6 +186,7 @@ def _select(tables: list[tuple[str, pa.Table]], cfg: Config) -> list[tuple[str, 
     return kept
 
 
+@exclusive("ingest")
 def ingest(
     sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     cfg: Config,

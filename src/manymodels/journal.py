@@ -110,22 +110,32 @@ def recover(cfg: Config, store: Any = None) -> Entry | None:
     entry = _read(path)
     if entry is None:
         return None
-    store = store or _store(cfg)
     log.warning(
         "the `%s` step of process %s (started %s) did not finish: rolling it back",
         entry.step,
         entry.pid,
         time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.started)),
     )
+    _undo(cfg, entry, store or _store(cfg))
+    path.unlink(missing_ok=True)
+    return entry
+
+
+def _undo(cfg: Config, entry: Entry, store: Any) -> list[str]:
+    """Return every table and alias to its recorded state; the names of those that moved."""
+    moved = []
     for name, version in entry.tables.items():
         layer, table = name.split(".", 1)
         ref = store.ref(layer, table)
-        store.rollback(ref, version)
-    if entry.aliases:
+        now = store.version(ref) if store.exists(ref) else None
+        if now != version:
+            store.rollback(ref, version)
+            moved.append(name)
+    if entry.aliases and _aliases(cfg, list(entry.aliases)) != entry.aliases:
         _restore_aliases(cfg, entry.aliases)
+        moved.append("aliases")
     _fail_open_runs(cfg, entry)
-    path.unlink(missing_ok=True)
-    return entry
+    return moved
 
 
 def _restore_aliases(cfg: Config, aliases: dict[str, int | None]) -> None:
@@ -179,9 +189,11 @@ def journaled(cfg: Config, step: str) -> Iterator[None]:
         yield
     except DECIDED:
         raise  # the step stopped on purpose and recorded why: its writes stand
-    except BaseException:
+    except BaseException as exc:
         # a step that breaks undoes its partial writes now, not at the next run
-        recover(cfg, store)
+        moved = _undo(cfg, entry, store)
+        if moved:
+            log.warning("`%s` stopped (%s): rolled back %s", step, exc, ", ".join(moved))
         raise
     finally:
         path.unlink(missing_ok=True)  # the commit point

@@ -7,7 +7,18 @@ import warnings
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-__all__ = ["future_dates", "grid_neighbours", "offset", "on_grid", "periods_between"]
+__all__ = [
+    "ISO_DATES",
+    "future_dates",
+    "grid_neighbours",
+    "offset",
+    "on_grid",
+    "periods_between",
+]
+
+#: ``pd.to_datetime``'s format for ISO 8601 text: "ISO8601" on pandas 2; pandas 1.5 (Databricks
+#: Runtime 16.4) has no such name and parses ISO text by inference (``None``).
+ISO_DATES: str | None = "ISO8601" if int(pd.__version__.split(".")[0]) >= 2 else None
 
 
 def offset(freq: str) -> pd.offsets.BaseOffset:

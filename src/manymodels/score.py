@@ -38,6 +38,7 @@ import pandas as pd
 
 from manymodels.config import Config
 from manymodels.errors import ConfigError, IntegrityError, ThresholdError
+from manymodels.locking import exclusive
 from manymodels.periods import grid_neighbours, on_grid
 from manymodels.progress import ProgressCallback, StageProgress
 from manymodels.score_udf import (
@@ -165,6 +166,7 @@ def _label(ts: pd.Timestamp) -> str:
     return str(ts.date()) if ts == ts.normalize() else str(ts)
 
 
+@exclusive("score")
 def score(
     cfg: Config,
     spark: SparkSession | None = None,
