@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 && $(PYTHON) -c 'import ensurepip' 2>/dev/null || \
 	  { echo "Python's venv module is missing: apt-get install -y python3-venv"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[local,dev]'
 	@touch $(STAMP)
 
 check-java:
@@ -30,8 +30,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks jobs
 	$(BIN)/mypy
 
+# The whole suite on a classic local Spark session; the Spark tests once more against a local
+# Spark Connect server (Databricks serverless and standard-access clusters run Python that way);
+# then the pipeline tests on each declared Databricks runtime's pinned libraries, whose envs are
+# built in the background meanwhile (.ci-venvs.log).
+PY_ENV := PYSPARK_PYTHON=$(abspath $(BIN))/python
 test: check-java lint
-	PYSPARK_PYTHON=$(abspath $(BIN))/python $(BIN)/python -m pytest -q
+	@.ci/runtimes --prepare >.ci-venvs.log 2>&1 & prep=$$!; \
+	$(PY_ENV) $(BIN)/python -m pytest -q && \
+	MANYMODELS_TEST_SPARK=connect $(PY_ENV) $(BIN)/python -m pytest -q tests/spark && \
+	{ wait $$prep || { cat .ci-venvs.log; exit 1; }; } && \
+	.ci/runtimes
 
 clean-venv:
 	rm -rf $(VENV)
