@@ -69,6 +69,10 @@ def per_model_way(frame: pd.DataFrame, run_id: str, name: str, tmp: Path) -> flo
     from manymodels.registry import _pyfunc_cls
 
     py_model = _pyfunc_cls()  # any PythonModel: the cost is MLflow's, not the model's
+    # the fluent API below is this benchmark's own: point it at the set's stores first
+    # (manymodels itself never changes the process-wide URIs)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'home' / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{tmp / 'home' / 'mlflow.db'}")
     started = time.perf_counter()
     quiet = io.StringIO()  # MLflow prints "Successfully registered model ..." per key
     with (

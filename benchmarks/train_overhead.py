@@ -368,28 +368,24 @@ class Timer:
 @contextmanager
 def instrumented(timer: Timer) -> Iterator[None]:
     import deltalake
-    import mlflow
     from pyspark.sql import DataFrame, DataFrameWriter
 
     from manymodels import registry, tables
 
     train_mod = importlib.import_module("manymodels.train")  # the name is also a function
+    from manymodels import fitting
+    from manymodels.registry import register
 
-    for name in (
-        "_silver",
-        "_bucket_labels",
-        "_with_champions",
-        "_fit_frame",
-        "_summarize",
-        "_register",
+    for owner, names in (  # wrapped where the callers look them up
+        (train_mod, ("_silver", "_with_champions", "_summarize", "_register", "fit_stage")),
+        (fitting, ("plan_tasks",)),
+        (registry, ("register_model_set", "job_run")),
+        (register, ("_log_pyfunc",)),
     ):
-        timer.wrap(train_mod, name, f"train.{name}")
-    for name in ("register_model_set", "_prepare", "_write_set", "_log_pyfunc", "_experiment_id"):
-        timer.wrap(registry, name, f"registry.{name}")
+        for name in names:
+            timer.wrap(owner, name, f"{owner.__name__.rsplit('.', 1)[-1]}.{name}")
     for name in ("log_params", "log_table", "log_metrics", "set_tags"):
         timer.wrap(registry.JobRun, name, f"JobRun.{name}")
-    timer.wrap(mlflow, "start_run", "mlflow.start_run")
-    timer.wrap(mlflow, "end_run", "mlflow.end_run")
     store_cls = tables.LocalDeltaStore
     for name in ("_staged", "write", "read_spark", "read_arrow", "count_by", "schema", "version"):
         timer.wrap(store_cls, name, f"LocalDeltaStore.{name}")
