@@ -12,6 +12,7 @@ stay valid when a saved home is put back.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -66,7 +67,7 @@ POINTS: dict[str, list[str]] = {
     ],
 }
 #: Columns that differ between two correct runs (ids, times, durations, versions, bytes).
-VOLATILE_SUFFIXES = ("run_id", "_at", "seconds", "version", "_ms")
+VOLATILE_SUFFIXES = ("run_id", "_at", "_since", "seconds", "version", "_ms")
 NATURAL_KEYS = {
     "gold/model_ledger": ["store", "item", "run_id"],
     "gold/predictions": ["store", "item", "ds", "scoring_job"],
@@ -101,6 +102,7 @@ class Saved:
 
     work: Path
     before: dict[str, Path]
+    after: dict[str, dict[str, Any]]  # the digest of an untouched run of each step
 
     def restore(self, step: str) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
@@ -108,7 +110,8 @@ class Saved:
 
 
 def prepare(root: Path) -> Saved:
-    """Run the pipeline once in ``root/work``, saving the home before each step."""
+    """Run the pipeline once in ``root/work``, saving the home before each step and the digest
+    after it (the reference every trial of that step must end at)."""
     from manymodels.datasets import generate_demand, write_demand_files
 
     work = root / "work"
@@ -116,11 +119,13 @@ def prepare(root: Path) -> Saved:
     write_demand_files(generate_demand(n_stores=2, n_items=3, n_periods=240, seed=5), landing)
     run(work, ["ingest", str(landing)])
     saved: dict[str, Path] = {}
+    after: dict[str, dict[str, Any]] = {}
     for step, args in STEPS.items():
         saved[step] = root / f"before_{step}"
         shutil.copytree(work, saved[step])
         run(work, args)
-    return Saved(work, saved)
+        after[step] = digest(work)
+    return Saved(work, saved, after)
 
 
 def _frame_digest(frame: pd.DataFrame) -> str:
@@ -135,7 +140,28 @@ def _frame_digest(frame: pd.DataFrame) -> str:
 
 
 def digest(home: Path) -> dict[str, Any]:
+    """``home_digest`` in a fresh process: MLflow keeps its sqlite engine per URI for the life
+    of a process, so this one would still read the database a restore just replaced."""
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); from fault_harness import "
+        "home_digest; print(json.dumps(home_digest(sys.argv[2])))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent), str(home)],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if out.returncode != 0:
+        raise AssertionError(f"digest of {home} failed: {out.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def home_digest(home: Path | str) -> dict[str, Any]:
     """Every table's content (volatile columns dropped), the aliased sets, open runs, dupes."""
+    home = Path(home)
     from deltalake import DeltaTable
 
     out: dict[str, Any] = {}
