@@ -221,3 +221,17 @@ def test_the_summary_reports_stale_keys_and_keys_after_the_origin():
     assert "1 keys end before the origin 2024-03-10 (by up to 62 periods)" in text
     assert "store=1, item=2 (last 2023-01-01, 62 periods before)" in text
     assert "1 keys have data after the origin 2024-03-10" in text
+
+
+def test_an_empty_champion_set_stops_score_with_one_line(make_cfg, monkeypatch):
+    from types import SimpleNamespace
+
+    from manymodels import registry
+    from manymodels.errors import ModelError
+    from manymodels.score import score
+
+    cfg = make_cfg()
+    empty = SimpleNamespace(manifest=pd.DataFrame(columns=["store", "item"]), version=3)
+    monkeypatch.setattr(registry, "load_model_set", lambda *a, **k: empty)
+    with pytest.raises(ModelError, match=r"version 3 \(champion\) holds no model: promotion"):
+        score(cfg, spark=SimpleNamespace())

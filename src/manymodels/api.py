@@ -36,7 +36,7 @@ from manymodels.clean import clean_frame
 from manymodels.config import Config, load_config
 from manymodels.errors import DataError
 from manymodels.fitting import fit_stage, n_fit_tasks
-from manymodels.partition import fit_partition, ledger_columns
+from manymodels.partition import check_families, fit_partition, ledger_columns
 from manymodels.periods import ISO_DATES
 from manymodels.progress import Progress, ProgressCallback, StageProgress, log_progress
 from manymodels.score_udf import ERROR, forecast_stage, forecast_window, output_schema, score_udf
@@ -68,6 +68,7 @@ def fit(
     pandas frame is fitted on this machine and a pandas frame comes back.
     """
     cfg = cfg or load_config()
+    check_families(cfg)  # a typo in a family or its params stops here, before any fit
     run_id = run_id or f"fit-{uuid.uuid4().hex[:12]}"
     if isinstance(df, pd.DataFrame) and spark is not None:
         df = spark.createDataFrame(df)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from manymodels.config import Config
-from manymodels.errors import ConfigError, IntegrityError, ThresholdError
+from manymodels.errors import ConfigError, IntegrityError, ModelError, ThresholdError
 from manymodels.locking import exclusive
 from manymodels.periods import grid_neighbours, on_grid
 from manymodels.progress import ProgressCallback, StageProgress
@@ -195,6 +195,11 @@ def score(
     started = time.perf_counter()
     model_set = registry.load_model_set(cfg, alias=alias or cfg.score.alias, version=version)
     manifest = model_set.manifest
+    if manifest.empty:
+        raise ModelError(
+            f"model version {model_set.version} ({alias or cfg.score.alias}) holds no model: "
+            "promotion accepted no key. See gold.promotions for why, then train and promote again"
+        )
     silver_ref = store.ref("silver", SILVER_TABLE)
     store.require(silver_ref, "run `manymodels clean` first")
     silver_keys = store.read_spark(spark, silver_ref).select(*keys).distinct()

@@ -107,6 +107,8 @@ def test_a_killed_scoring_run_leaves_predictions_as_they_were(cfg, home, scored)
         "score",
         "--set",
         "data.regressors=[price, promo]",
+        "--set",
+        "score.summary_levels=[[store], []]",
         "--horizon",
         "30",
     ]

@@ -46,6 +46,7 @@ def cfg(tmp_path_factory):
             "train.families=[ridge]",
             "train.horizon=14",
             "promote.must_beat_baseline=false",
+            "data.key_types={store: int, item: int}",
         ],
     )
     frame = generate_demand(1, 2, 200, seed=4, intermittent_share=0.0)
