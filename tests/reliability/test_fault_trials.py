@@ -1,7 +1,7 @@
 """Fault trials: a step killed anywhere, then re-run, ends exactly as an untouched run does.
 
 20 seeded trials run by default (clean and promote 8 each, train and score 2 each: the last two
-start a JVM per run); ``MANYMODELS_TRIALS=<n per step>`` with ``-m slow`` runs more.
+start a JVM per run); ``MANYMODELS_TRIALS=<n per step>`` runs that many more per step.
 """
 
 from __future__ import annotations
@@ -50,6 +50,10 @@ def test_seeded_fault_trials(saved, references):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    "MANYMODELS_TRIALS" not in os.environ,
+    reason="the long trial set: MANYMODELS_TRIALS=<n per step> pytest tests/reliability -m slow",
+)
 def test_many_fault_trials(saved, references):
-    n = int(os.environ.get("MANYMODELS_TRIALS", "50"))
+    n = int(os.environ["MANYMODELS_TRIALS"])
     _trials({step: n for step in STEPS}, saved, references)

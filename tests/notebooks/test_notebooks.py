@@ -23,7 +23,9 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 pytest.importorskip("matplotlib")
 
-pytestmark = pytest.mark.slow  # a kernel, a Spark JVM and two training runs: run them last
+# a kernel, a Spark JVM and two training runs: run them last. Not under tests/spark: the
+# notebooks start their own session in their kernel, so the Spark Connect pass leaves them out.
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 ORDER = ("01_quick_start.ipynb", "02_inspect_one_key.ipynb", "03_promotion_review.ipynb")
