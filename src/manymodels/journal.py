@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from manymodels.config import Config
-from manymodels.errors import ThresholdError
+from manymodels.errors import IntegrityError, ThresholdError
 
 __all__ = ["STEP_TABLES", "journaled", "recover"]
 
@@ -51,9 +51,10 @@ STEP_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("gold", "forecast_summary"),
     ),
 }
-#: Errors a step raises after recording its outcome on purpose (the failures it counted):
-#: what it wrote stands, e.g. the ledger rows ``train --resume`` continues from.
-DECIDED: tuple[type[BaseException], ...] = (ThresholdError,)
+#: Errors a step raises after recording its outcome on purpose (the failures it counted, the
+#: keys whose bytes failed verification): what it wrote stands, e.g. the ledger rows
+#: ``train --resume`` continues from, or gold.score_failures naming tampered keys.
+DECIDED: tuple[type[BaseException], ...] = (ThresholdError, IntegrityError)
 #: The steps that move aliases.
 _ALIAS_STEPS = {"train": ("challenger",), "promote": ("champion", "challenger")}
 
