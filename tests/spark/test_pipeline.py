@@ -96,7 +96,9 @@ def test_a_killed_scoring_run_leaves_predictions_as_they_were(cfg, home, scored)
     before = predictions(cfg)
     # The job runs in its own classic session: under the Connect pass, a client killed here
     # would leave its job running on the shared server, which is not what the test is about.
-    env = {k: v for k, v in os.environ.items() if k != "MANYMODELS_SPARK_REMOTE"}
+    remote = ("MANYMODELS_SPARK_REMOTE", "SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED",
+              "SPARK_LOCAL_REMOTE", "SPARK_CONNECT_AUTHENTICATE_TOKEN")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in remote}
     env["PYSPARK_PYTHON"] = sys.executable
     cmd = [
         sys.executable,
