@@ -39,7 +39,14 @@ from manymodels.fitting import fit_stage, n_fit_tasks
 from manymodels.partition import check_families, fit_partition, ledger_columns
 from manymodels.periods import ISO_DATES
 from manymodels.progress import Progress, ProgressCallback, StageProgress, log_progress
-from manymodels.score_udf import ERROR, forecast_stage, forecast_window, output_schema, score_udf
+from manymodels.score_udf import (
+    ERROR,
+    forecast_stage,
+    forecast_window,
+    output_schema,
+    score_tasks,
+    score_udf,
+)
 from manymodels.spark import default_parallelism, ds_text_sql, to_pandas
 
 if TYPE_CHECKING:
@@ -295,13 +302,13 @@ def _forecast_spark(
     schema = output_schema([f for f in chosen.schema.fields if f.name in keys])
     n_keys = chosen.count()
     cores = default_parallelism(spark)
-    tracker = StageProgress(spark, "forecast", n_keys, max(1, min(n_keys, 2 * cores)), progress)
+    tracker = StageProgress(spark, "forecast", n_keys, score_tasks(n_keys, 2 * cores), progress)
     now = datetime.now(timezone.utc)
     fn = score_udf(
         cfg, horizon, at, 0, "", "forecast", now, schema.fieldNames(),
         None if lazy else tracker.counters,
     )  # fmt: skip
-    out = forecast_stage(chosen, future, cfg, fn, schema, 2 * cores)
+    out = forecast_stage(chosen, future, cfg, fn, schema, 2 * cores, n_keys)
     out = out.where(F.col("ds").isNotNull() | F.col(ERROR).isNotNull()).select(
         *keys, "ds", "yhat", "yhat_lower", "yhat_upper", "model_run_id", F.col(ERROR).alias("error")
     )

@@ -51,6 +51,7 @@ from manymodels.score_udf import (
     models_frame,
     output_schema,
     predict_partition,
+    score_tasks,
     score_udf,
 )
 from manymodels.spark import default_parallelism, spark_of, to_pandas
@@ -210,7 +211,10 @@ def score(
         models = models_frame(spark, store, cfg, manifest, silver_keys)
         future = future_frame(spark, store, cfg, models.select(*keys))
         schema = output_schema([f for f in silver_keys.schema.fields])
-        tracker = StageProgress(spark, "score", len(manifest), 1, progress)
+        n_tasks = 2 * default_parallelism(spark)
+        tracker = StageProgress(
+            spark, "score", len(manifest), score_tasks(len(manifest), n_tasks), progress
+        )
         fn = score_udf(
             cfg,
             horizon,
@@ -222,9 +226,7 @@ def score(
             schema.fieldNames(),
             tracker.counters,
         )
-        n_tasks = 2 * default_parallelism(spark)
-        out = forecast_stage(models, future, cfg, fn, schema, n_tasks)
-        tracker.tasks = max(1, min(len(manifest), n_tasks))
+        out = forecast_stage(models, future, cfg, fn, schema, n_tasks, len(manifest))
         # The forecasts are computed once, into gold.score_output (this job's rows), and every
         # count, check and table below reads them back from there.
         output_ref = store.ref("gold", OUTPUT_TABLE)

@@ -31,6 +31,7 @@ __all__ = [
     "models_frame",
     "output_schema",
     "predict_partition",
+    "score_tasks",
     "score_udf",
 ]
 
@@ -213,8 +214,10 @@ def forecast_stage(
     fn: Any,
     schema: StructType,
     n_tasks: int,
+    n_keys: int,
 ) -> SparkDataFrame:
-    """The lazy cogroup of each key's model row with its future rows through ``fn``.
+    """The lazy cogroup of each key's model row (``n_keys`` of them) with its future rows
+    through ``fn``.
 
     Keys go to Python a few dozen per call (``score.keys_per_call``): Spark's fixed cost per
     group is paid once per call, while each key is still forecast alone. ``n_tasks`` tasks
@@ -223,8 +226,7 @@ def forecast_stage(
     from pyspark.sql import functions as F
 
     keys = list(cfg.data.keys)
-    n_keys = models.count()
-    n_tasks = max(1, min(n_keys, n_tasks))
+    n_tasks = score_tasks(n_keys, n_tasks)
     n_calls = max(n_tasks, -(-n_keys // max(1, cfg.score.keys_per_call)))
     call = F.pmod(F.xxhash64(*keys), F.lit(n_calls)).alias(CALL)
     return (
@@ -234,6 +236,11 @@ def forecast_stage(
         .cogroup(future.select("*", call).groupBy(CALL))
         .applyInPandas(fn, schema=schema)
     )
+
+
+def score_tasks(n_keys: int, wanted: int) -> int:
+    """Tasks of the scoring stage: ``wanted``, never more than the keys, at least one."""
+    return max(1, min(n_keys, wanted))
 
 
 def models_frame(

@@ -269,12 +269,12 @@ def train(
         log.info(
             "training %s keys (%s carried over) in run %s", f"{len(counts):,}", n_carried, run_id
         )
-        tracker = StageProgress(spark, "train", len(counts), 1, progress)
+        cores = default_parallelism(spark)
+        n_tasks = n_fit_tasks(cfg, len(counts), cores)
+        tracker = StageProgress(spark, "train", len(counts), n_tasks, progress)
         parts = []
         if not counts.empty:
             champions = partial(_with_champions, cfg=cfg, store=store)
-            cores = default_parallelism(spark)
-            tracker.tasks = n_fit_tasks(cfg, len(counts), cores)
             stage = fit_stage(
                 cfg,
                 silver,
