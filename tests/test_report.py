@@ -180,3 +180,24 @@ def test_only_predictions(make_cfg):
 def test_no_tables_raises(make_cfg):
     with pytest.raises(DataError, match="run the pipeline"):
         write_report(make_cfg())
+
+
+def test_the_backend_and_pyplot_figures_are_left_as_they_were(make_cfg):
+    """A notebook's backend and open figures survive a report: it draws on its own canvases."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    cfg = make_cfg()
+    _write(cfg, sales=_silver(), model_ledger=_ledger(), predictions=_predictions())
+    before = matplotlib.get_backend()
+    matplotlib.use("pdf")  # any backend but Agg, which the report draws with
+    try:
+        mine = plt.figure()
+        text = write_report(cfg, n_sample=2, n_worst=1).read_text(encoding="utf-8")
+        assert text.count("<img") == 5
+        assert matplotlib.get_backend() == "pdf"
+        assert plt.get_fignums() == [mine.number]
+        assert plt.gcf() is mine
+    finally:
+        plt.close("all")
+        matplotlib.use(before)

@@ -74,10 +74,11 @@ def write_report(
     n_sample: int = 6,
     n_worst: int = 6,
 ) -> Path:
-    """Write one HTML file (plots embedded as PNG, no external links); return its path."""
-    import matplotlib
+    """Write one HTML file (plots embedded as PNG, no external links); return its path.
 
-    matplotlib.use("Agg")
+    The plots are drawn on figures with their own Agg canvas: matplotlib's backend and pyplot's
+    figures (a notebook's inline plots) are left as they were.
+    """
     store = store or open_store(cfg)
     keys = list(cfg.data.keys)
     refs = {name: store.ref(layer, table) for name, (layer, table, _) in _TABLES.items()}
@@ -184,24 +185,23 @@ def _section(title: str, *parts: str) -> str:
 
 
 def _figure(w: float, h: float, nrows: int = 1, ncols: int = 1, left: float = 0.6) -> Any:
-    """A figure and its axes grid, margins fixed in inches (cheaper than a tight bounding box)."""
-    import matplotlib.pyplot as plt
+    """A figure on its own Agg canvas (never pyplot's) and its axes grid, margins fixed in
+    inches (cheaper than a tight bounding box)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(nrows, ncols, figsize=(w, h), squeeze=False)
+    fig = Figure(figsize=(w, h))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     fig.subplots_adjust(left=left / w, right=1 - 0.2 / w, bottom=0.5 / h, top=1 - 0.35 / h)
     fig.subplots_adjust(hspace=0.45, wspace=0.15)
     return fig, axes
 
 
 def _png(fig: Figure, alt: str) -> str:
-    """The figure as an embedded PNG; the figure is closed."""
-    import matplotlib.pyplot as plt
-
+    """The figure as an embedded PNG (the figure is not pyplot's: nothing to close)."""
     buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
-    finally:
-        plt.close(fig)
+    fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
