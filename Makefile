@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint check-java clean-venv
+.PHONY: demo test lint check-java check-chromium clean-venv
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' || \
@@ -22,6 +22,17 @@ check-java:
 	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
 	  [ "$${v:-0}" -ge 17 ] || { echo "Spark needs Java 17+, found Java $$v: apt-get install -y openjdk-17-jre-headless"; exit 1; }
 
+# The report's browser test drives Debian's Chromium (never a downloaded browser): installed here
+# when missing and run as root (CI); otherwise the test is skipped and this says how to get it.
+check-chromium:
+	@[ -x /usr/bin/chromium ] || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the report's browser test"; \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+	  else \
+	    echo "the report's browser test needs Chromium (skipped without it): sudo apt-get install -y chromium"; \
+	  fi; }
+
 demo: check-java $(STAMP)
 	PYSPARK_PYTHON=$(abspath $(BIN))/python $(BIN)/manymodels --home .manymodels demo
 
@@ -35,7 +46,7 @@ lint: $(STAMP)
 # then the pipeline tests on each declared Databricks runtime's pinned libraries, whose envs are
 # built in the background meanwhile (.ci-venvs.log).
 PY_ENV := PYSPARK_PYTHON=$(abspath $(BIN))/python
-test: check-java lint
+test: check-java check-chromium lint
 	@.ci/runtimes --prepare >.ci-venvs.log 2>&1 & prep=$$!; \
 	$(PY_ENV) $(BIN)/python -m pytest -q && \
 	MANYMODELS_TEST_SPARK=connect $(PY_ENV) $(BIN)/python -m pytest -q tests/spark && \
