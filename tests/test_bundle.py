@@ -118,6 +118,68 @@ def test_schema_validation_is_not_vacuous(bundle: dict[str, Any]) -> None:
     assert isinstance(job["max_concurrent_runs"], int)
 
 
+def _endpoint(bundle: dict[str, Any]) -> dict[str, Any]:
+    (endpoint,) = bundle["resources"]["model_serving_endpoints"].values()
+    return endpoint
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        "misspelt served-entity field",
+        "misspelt endpoint field",
+        "no endpoint name",
+        "not a boolean",
+    ],
+)
+def test_a_broken_serving_endpoint_fails_the_schema(bundle: dict[str, Any], breakage: str) -> None:
+    validator = _schema_validator()
+    broken = json.loads(json.dumps(bundle))
+    endpoint = _endpoint(broken)
+    (entity,) = endpoint["config"]["served_entities"]
+    if breakage == "misspelt served-entity field":
+        entity["entity_versoin"] = entity.pop("entity_version")
+    elif breakage == "misspelt endpoint field":
+        endpoint["served_entities"] = endpoint.pop("config")["served_entities"]
+    elif breakage == "no endpoint name":
+        del endpoint["name"]
+    else:
+        entity["scale_to_zero_enabled"] = "yes"
+    assert _errors(validator, broken), breakage
+    assert _errors(validator, bundle) == []  # so the one change to the endpoint is the cause
+
+
+# --------------------------------------------------------------------------- serving endpoint
+
+
+def test_the_serving_endpoint_serves_the_champion_version(bundle: dict[str, Any]) -> None:
+    from manymodels.registry import CACHE_SIZE_ENV
+    from manymodels.registry.store import parse_cache_size
+
+    endpoint = _endpoint(bundle)
+    assert "${bundle.target}" in endpoint["name"]  # dev and prod deploy their own endpoint
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", endpoint["name"].replace("${bundle.target}", "prod"))
+    (entity,) = endpoint["config"]["served_entities"]
+    assert entity["entity_name"] == "${var.model_name}"
+    # Model Serving takes a version number, not an alias: the champion's, set at deploy time
+    assert entity["entity_version"] == "${var.champion_version}"
+    champion_version = bundle["variables"]["champion_version"]
+    assert "default" not in champion_version  # never a silent stand-in for the champion
+    assert "champion" in champion_version["description"]
+    assert "get-by-alias" in champion_version["description"]
+    assert entity["scale_to_zero_enabled"] is True and entity["workload_size"] == "Small"
+    env = entity["environment_vars"]
+    assert set(env) == {CACHE_SIZE_ENV}
+    assert parse_cache_size(_resolve(env[CACHE_SIZE_ENV], bundle)) >= 1
+    # Only the endpoint is new: the job and everything else stay as they were.
+    assert set(bundle["resources"]) == {"jobs", "model_serving_endpoints"}
+
+
+def test_every_referenced_variable_is_declared(bundle: dict[str, Any]) -> None:
+    used = {ref[4:] for ref in REF.findall(BUNDLE.read_text()) if ref.startswith("var.")}
+    assert used and used <= set(bundle["variables"]), used - set(bundle["variables"])
+
+
 # --------------------------------------------------------------------------- job structure
 
 
