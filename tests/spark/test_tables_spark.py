@@ -36,6 +36,21 @@ def test_overwrite_append_replace_merge_on_parquet(store, spark):
         store.read_spark(spark, ref, version=0)
 
 
+def test_appending_rows_with_a_new_column_adds_it_on_parquet(store):
+    # gold.promotions of an older manymodels lacks champion_version; newer rows carry it
+    ref = store.ref("gold", "evolves")
+    store.append(ref, pd.DataFrame({"k": [1, 2], "v": ["a", "b"]}))
+    nulls = pd.array([None], dtype="Int64")
+    store.append(ref, pd.DataFrame({"k": [3], "v": ["c"], "champion_version": nulls}))
+    store.append(ref, pd.DataFrame({"k": [4], "champion_version": [7], "v": ["d"]}))  # by name
+    assert store.schema(ref).names == ["k", "v", "champion_version"]
+    assert str(store.schema(ref).field("champion_version").type) == "int64"
+    out = store.read_pandas(ref).sort_values("k")
+    assert out["v"].tolist() == ["a", "b", "c", "d"]
+    assert out["champion_version"].isna().tolist() == [True, True, True, False]
+    assert out["champion_version"].iloc[-1] == 7
+
+
 def test_parquet_swap_reads_the_table_it_replaces_and_leaves_no_staging_table(store, spark):
     ref = store.ref("gold", "s")
     store.overwrite(ref, pd.DataFrame({"k": [1, 2], "v": [1.0, 2.0]}))

@@ -118,9 +118,23 @@ class SparkTableStore(TableStore):
         writer = df.write.format(self.format).mode(mode)
         if mode == "overwrite":
             writer = writer.option("overwriteSchema", "true")
-        else:
+        else:  # rows of a newer manymodels may carry new columns: add them to the table
             writer = writer.option("mergeSchema", "true")
+            if self.format != "delta" and self.exists(ref):
+                self._add_columns(ref, df)
         writer.saveAsTable(ref.name)
+
+    def _add_columns(self, ref: TableRef, df: SparkDataFrame) -> None:
+        """Add ``df``'s columns that Parquet table ``ref`` lacks (Delta's mergeSchema does this
+        itself; a Parquet append with more columns than the table would fail)."""
+        have = {f.name.lower() for f in self.spark.table(ref.name).schema.fields}
+        new = [f for f in df.schema.fields if f.name.lower() not in have]
+        if new:
+            cols = ", ".join(
+                f"`{f.name.replace('`', '``')}` {f.dataType.simpleString()}" for f in new
+            )
+            self.spark.sql(f"ALTER TABLE {ref.quoted} ADD COLUMNS ({cols})")
+            log.info("added column(s) %s to %s", ", ".join(f.name for f in new), ref)
 
     def _swap(self, ref: TableRef, content: SparkDataFrame) -> None:
         """Make ``content`` (which may read ``ref`` itself) the whole of Parquet table ``ref``.
