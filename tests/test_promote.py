@@ -167,6 +167,11 @@ def test_first_promotion_then_hysteresis_and_kept_keys(cfg):
         first.run_id,
         second.run_id,
     }
+    # each row names the champion set its promotion registered
+    assert second.champion_version == champ.version > first.champion_version
+    versions = promotions.groupby("promotion_run_id")["champion_version"].unique().to_dict()
+    assert versions == {first.run_id: [first.champion_version], second.run_id: [champ.version]}
+    assert list(second.decisions["champion_version"]) == [champ.version] * 4
     quality = store.read_pandas(store.ref("gold", "model_quality")).set_index("item")
     assert sorted(quality.index) == [1, 2, 3, 4]
     assert quality.loc[1, "model_run_id"] == r1 and quality.loc[2, "wape"] == pytest.approx(0.15)
@@ -176,6 +181,9 @@ def test_first_promotion_then_hysteresis_and_kept_keys(cfg):
     version = registry.get_alias_version(cfg, "champion")
     again = promote(cfg)
     assert again.run_id == second.run_id and again.counts == second.counts
+    assert again.champion_version == second.champion_version == version
+    assert list(again.decisions["champion_version"]) == [version] * 4
+    assert f"version {version}" in again.summary()
     assert len(store.read_pandas(store.ref("gold", "promotions"))) == 3 + 4
     assert registry.get_alias_version(cfg, "champion") == version
 
@@ -183,3 +191,51 @@ def test_first_promotion_then_hysteresis_and_kept_keys(cfg):
 def test_promote_without_a_training_run_says_what_to_run(cfg):
     with pytest.raises(Exception, match="run `manymodels train` first"):
         promote(cfg)
+
+
+def test_a_promotion_that_registers_nothing_records_no_version(cfg):
+    store = open_store(cfg)
+    r1 = run_id(cfg)
+    land(cfg, fitted_rows(cfg, r1, [1, 2], {1: 0.2, 2: 0.2}))
+    first = promote(cfg)
+    r2 = run_id(cfg)  # no key beats its champion by the 5% margin: every champion stays
+    land(cfg, fitted_rows(cfg, r2, [1, 2], {1: 0.2, 2: 0.2}))
+    second = promote(cfg)
+    assert second.counts == {"kept": 2} and second.champion_version is None
+    assert "no new version registered" in second.summary()
+    assert registry.get_alias_version(cfg, "champion") == first.champion_version
+
+    promotions = store.read_pandas(store.ref("gold", "promotions"))
+    assert str(store.schema(store.ref("gold", "promotions")).field("champion_version").type) == (
+        "int64"  # typed even though the latest rows are all null
+    )
+    by_run = promotions.set_index("promotion_run_id")["champion_version"]
+    assert (by_run.loc[first.run_id] == first.champion_version).all()
+    assert by_run.loc[second.run_id].isna().all()
+    again = promote(cfg)  # the re-run of a promotion that registered nothing
+    assert again.run_id == second.run_id and again.champion_version is None
+
+
+def test_promotions_of_an_older_manymodels_are_read_and_appended_to(cfg):
+    store = open_store(cfg)
+    ref = store.ref("gold", "promotions")
+    r1 = run_id(cfg)
+    land(cfg, fitted_rows(cfg, r1, [1, 2], {1: 0.2, 2: 0.3}))
+    first = promote(cfg)
+    # the table as a manymodels without the column wrote it
+    store.overwrite(ref, store.read_pandas(ref).drop(columns="champion_version"))
+    assert "champion_version" not in store.schema(ref).names
+
+    earlier = promote(cfg, run_id=r1)  # a re-run reads the old rows: the version is unknown
+    assert earlier.run_id == first.run_id and earlier.champion_version is None
+    assert earlier.decisions["champion_version"].isna().all()
+
+    r2 = run_id(cfg)
+    land(cfg, fitted_rows(cfg, r2, [1, 2, 3], {1: 0.1, 2: 0.1, 3: 0.1}))
+    second = promote(cfg)  # appends to the old table: the column is added, old rows null
+    assert second.champion_version == registry.get_alias_version(cfg, "champion")
+    rows = store.read_pandas(ref)
+    assert len(rows) == 2 + 3 and store.schema(ref).names[-1] == "champion_version"
+    by_run = rows.set_index("promotion_run_id")["champion_version"]
+    assert by_run.loc[first.run_id].isna().all()
+    assert (by_run.loc[second.run_id] == second.champion_version).all()

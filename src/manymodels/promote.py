@@ -22,7 +22,8 @@ too short to backtest, the simple method training served it with) — so a rule 
 model serves a key, never whether it gets a forecast. Only a key with neither a champion nor
 any fitted model is ``rejected``. Champion keys that the candidate run does not cover are
 ``kept`` as well. The new champion set is registered as a new model version with the alias
-``champion``; the first promotion starts from an empty set.
+``champion``; the first promotion starts from an empty set. Each row of gold.promotions
+records that version in ``champion_version`` (null when the promotion registered none).
 """
 
 from __future__ import annotations
@@ -257,7 +258,10 @@ def promote(
         log.info("training run %s was promoted already (promotion run %s)", run_id,
                  done["promotion_run_id"].iloc[0])  # fmt: skip
         counts = {str(k): int(v) for k, v in done["decision"].value_counts().items()}
-        return PromoteResult(str(done["promotion_run_id"].iloc[0]), run_id, done, counts)
+        recorded = _recorded_version(done)
+        return PromoteResult(
+            str(done["promotion_run_id"].iloc[0]), run_id, done, counts, champion_version=recorded
+        )
     has_champion = registry.get_alias_version(cfg, "champion") is not None
     champ_set = registry.load_model_set(cfg, alias="champion") if has_champion else None
     champ_manifest = (
@@ -280,12 +284,8 @@ def promote(
         return result
     with registry.job_run(cfg, "promote", tags={"manymodels.candidate_run": run_id}) as run:
         result.run_id = run.run_id
-        decisions = decisions.assign(
-            promotion_run_id=run.run_id, decided_at=datetime.now(timezone.utc)
-        )
-        result.decisions = decisions
+        decided_at = datetime.now(timezone.utc)
         run.log_metrics({f"keys_{k}": v for k, v in counts.items()})
-        run.log_table(decisions, "decisions")
         changed = counts.get("promoted", 0) + counts.get("baseline", 0) > 0
         if changed or champ_set is None:
             models = _champion_models(store, cfg, decisions, champ_set)
@@ -298,6 +298,14 @@ def promote(
                 description=f"champion set after promoting training run {run_id}",
             )
             result.champion_version = int(version.version)
+        # champion_version last: a table of an older manymodels gains it as its last column
+        decisions = decisions.assign(
+            promotion_run_id=run.run_id,
+            decided_at=decided_at,
+            champion_version=_versions(result.champion_version, len(decisions)),
+        )
+        result.decisions = decisions
+        run.log_table(decisions, "decisions")
         store.append(store.ref("gold", PROMOTIONS_TABLE), decisions)
         _write_quality(store, cfg)
     log.debug(result.summary())
@@ -310,7 +318,24 @@ def _earlier_promotion(store: TableStore, run_id: str) -> pd.DataFrame | None:
     if not store.exists(ref) or "candidate_run_id" not in store.schema(ref).names:
         return None
     rows = store.read_pandas(ref, where={"candidate_run_id": run_id})
-    return rows if len(rows) else None
+    if not len(rows):
+        return None
+    if "champion_version" not in rows:  # recorded by a manymodels without the column
+        return rows.assign(champion_version=_versions(None, len(rows)))
+    return rows.assign(champion_version=rows["champion_version"].astype("Int64"))
+
+
+def _versions(version: int | None, n: int) -> pd.api.extensions.ExtensionArray:
+    """``version`` ``n`` times as a nullable long column (typed even when all null)."""
+    return pd.array([version] * n, dtype="Int64")
+
+
+def _recorded_version(rows: pd.DataFrame) -> int | None:
+    """The champion version an earlier promotion registered (its latest, were there two)."""
+    known = rows.dropna(subset=["champion_version"])
+    if known.empty:
+        return None
+    return int(known.sort_values("decided_at")["champion_version"].iloc[-1])
 
 
 def _decisions(
