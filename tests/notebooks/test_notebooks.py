@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
@@ -129,5 +130,12 @@ def test_promotion_review_compares_two_promotions(executed: dict[str, Any]) -> N
     assert "keys get a new model" in text
     cfg = mm.load_config(home=executed["home"])
     store = mm.open_store(cfg)
-    runs = store.read_pandas(store.ref("gold", "promotions"), columns=["promotion_run_id"])
+    columns = ["promotion_run_id", "decided_at", "champion_version"]
+    runs = store.read_pandas(store.ref("gold", "promotions"), columns=columns)
     assert runs["promotion_run_id"].nunique() == 2
+    # the first promotion always registers a set; the notebook names the latest one's version
+    first = runs.sort_values("decided_at")["champion_version"].iloc[0]
+    assert first >= 1
+    latest = runs.sort_values("decided_at")["champion_version"].iloc[-1]
+    shown = "no new version" if pd.isna(latest) else f"champion version {int(latest)}"
+    assert f"keys; {shown}" in text
