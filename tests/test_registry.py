@@ -220,7 +220,8 @@ def test_pyfunc_predicts_by_ds_and_horizon(cfg: Config, loader: Loader) -> None:
         }
     )
     out = model.predict(rows)
-    assert list(out.columns) == ["store", "item", "ds", "yhat", "yhat_lower", "yhat_upper"]
+    assert list(out.columns) == ["store", "item", "ds", "yhat", "yhat_lower", "yhat_upper", "error"]
+    assert out["error"].isna().all()
     assert out["yhat"].tolist() == [102, 103, 102, 409, 409, 411]
     assert (out["yhat_upper"] - out["yhat_lower"] == 2).all()
     assert out["ds"].tolist() == list(ds) * 2
@@ -237,13 +238,22 @@ def test_pyfunc_predicts_by_ds_and_horizon(cfg: Config, loader: Loader) -> None:
     assert out.loc[out["store"] == 2, "ds"].max() == LAST_DS + pd.Timedelta(days=3)
     assert set(out.loc[out["store"] == 3, "yhat"]) == {307}
 
-    unknown = pd.DataFrame({"store": [1, 9], "item": ["i01", "i99"], "horizon": [1, 1]})
-    with pytest.raises(ModelError, match=r"store=9, item='i99'"):
-        model.predict(unknown)
-    out = model.predict(unknown, params={"errors": "coerce"})
-    assert out["error"].isna().tolist() == [True, False]
-    assert "i99" in out["error"].iloc[1]
-    assert out["yhat"].iloc[0] == 101 and pd.isna(out["yhat"].iloc[1])
+    # an unknown key or a row without a date is that row's error, the rest is served
+    unknown = pd.DataFrame(
+        {"store": [1, 9, 2], "item": ["i01", "i99", "i02"], "horizon": [1, 1, None]}
+    )
+    out = model.predict(unknown)
+    assert out["error"].isna().tolist() == [True, False, False]
+    assert "store=9, item='i99'" in out["error"].iloc[1]
+    assert "neither a ds nor a positive horizon" in out["error"].iloc[2]
+    assert out["yhat"].iloc[0] == 101 and out["yhat"].iloc[1:].isna().all()
+    with pytest.raises(mlflow.exceptions.MlflowException, match=r"store=9, item='i99'") as err:
+        model.predict(unknown.iloc[:2], params={"errors": "raise"})
+    assert err.value.get_http_status_code() == 400 and "Traceback" not in err.value.message
+    missing = r"missing inputs \[.item.\]"
+    with pytest.raises(mlflow.exceptions.MlflowException, match=missing) as err:
+        model.predict(unknown.drop(columns="item"))
+    assert err.value.get_http_status_code() == 400
 
 
 def test_on_demand_loading_is_bounded(cfg: Config, loader: Loader) -> None:
@@ -287,8 +297,9 @@ def test_tampered_model_is_refused(cfg: Config, loader: Loader) -> None:
     with pytest.raises(ModelError, match=r"store=1, item='i01'.*model_sha256"):
         fresh.get((1, "i01"))
     model = load_pyfunc(cfg, "models:/mm_test@challenger")
-    with pytest.raises(ModelError, match="model_sha256"):
+    with pytest.raises(mlflow.exceptions.MlflowException, match="model_sha256") as err:
         model.predict(pd.DataFrame({"store": [1], "item": ["i01"], "horizon": [1]}))
+    assert err.value.get_http_status_code() == 500  # not the request's fault
     assert 999 not in loader.calls
     assert ms.path.exists()
 
@@ -301,8 +312,10 @@ def test_empty_set_registers(cfg: Config) -> None:
     assert len(ms) == 0 and ms.models_frame().empty
     assert "model" in ms.models_frame().columns
     model = load_pyfunc(cfg, "models:/mm_test@champion")
+    out = model.predict(pd.DataFrame({"store": [1], "item": ["i01"], "horizon": [1]}))
+    assert "no model for key" in out["error"].iloc[0]
     with pytest.raises(ModelError, match="no model for key"):
-        model.predict(pd.DataFrame({"store": [1], "item": ["i01"], "horizon": [1]}))
+        ms.predict(pd.DataFrame({"store": [1], "item": ["i01"], "horizon": [1]}))
     out = ms.predict(pd.DataFrame({"store": [], "item": [], "horizon": []}))
     assert out.empty and "yhat" in out.columns
 

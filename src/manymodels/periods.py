@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import pandas as pd
@@ -21,8 +22,12 @@ __all__ = [
 ISO_DATES: str | None = "ISO8601" if int(pd.__version__.split(".")[0]) >= 2 else None
 
 
+@functools.lru_cache(maxsize=64)
 def offset(freq: str) -> pd.offsets.BaseOffset:
-    """The pandas offset of a frequency alias ('M' accepted without pandas' FutureWarning)."""
+    """The pandas offset of a frequency alias ('M' accepted without pandas' FutureWarning).
+
+    Cached: offsets are immutable, and parsing one costs more than a served forecast's math.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return to_offset(freq)

@@ -172,10 +172,13 @@ class Forecaster(ABC):
             )
         steps = self._steps(ds, last)
         order = np.argsort(steps, kind="stable")
-        sorted_frame = frame.iloc[order].reset_index(drop=True)
-        yhat, lower, upper = self._predict(sorted_frame, steps[order])
         inverse = np.empty_like(order)
         inverse[order] = np.arange(order.size)
+        if (order == inverse).all() and (inverse == np.arange(order.size)).all():
+            sorted_frame = frame  # already in date order (the usual request): no copy
+        else:
+            sorted_frame = frame.iloc[order].reset_index(drop=True)
+        yhat, lower, upper = self._predict(sorted_frame, steps[order])
         tf = self._transform
         yhat = tf.inverse(np.asarray(yhat, dtype="float64")[inverse])
         lower = np.minimum(tf.inverse(np.asarray(lower, dtype="float64")[inverse]), yhat)

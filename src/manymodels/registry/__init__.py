@@ -15,13 +15,12 @@ from manymodels.registry.client import client_for as _client  # noqa: F401 - kep
 from manymodels.registry.files import SET_COLUMNS
 from manymodels.registry.load import ModelSet, get_alias_version, load_model_set
 from manymodels.registry.pyfunc import pyfunc_class as _pyfunc_cls  # noqa: F401 - kept for callers
-from manymodels.registry.register import PIP_REQUIREMENTS, ModelSetVersion, register_model_set
+from manymodels.registry.register import ModelSetVersion, register_model_set
 from manymodels.registry.runs import JobRun, job_run
 from manymodels.registry.store import CACHE_SIZE_ENV
 
 __all__ = [
     "CACHE_SIZE_ENV",
-    "PIP_REQUIREMENTS",
     "SET_COLUMNS",
     "JobRun",
     "ModelSet",

@@ -26,18 +26,18 @@ from manymodels.config import Config
 from manymodels.errors import ModelError
 from manymodels.registry.client import check_alias, check_model_name, client_for, no_progress_bars
 from manymodels.registry.files import FORMAT, prepare, write_set
-from manymodels.registry.pyfunc import pyfunc_class
+from manymodels.registry.wheel import WHEELS_FOLDER, build_wheel, pinned_requirements
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["PIP_REQUIREMENTS", "ModelSetVersion", "register_model_set"]
+__all__ = ["ModelSetVersion", "register_model_set"]
 
 log = logging.getLogger(__name__)
 
-#: Requirements of a logged model set; explicit, because inference costs seconds per model.
-PIP_REQUIREMENTS = ["manymodels", "pandas<3", "pyarrow", "prophet", "scikit-learn"]
 ARTIFACT_NAME = "model_set"
+#: The pyfunc is logged as code (MLflow "models from code"), never as a pickle.
+MODEL_CODE = Path(__file__).with_name("model_code.py")
 _OUTPUT_COLUMNS = ["ds", "yhat", "yhat_lower", "yhat_upper"]
 
 
@@ -82,7 +82,7 @@ def _signature(frame: pd.DataFrame, keys: list[str], cfg: Config) -> Any:
         [
             *key_specs,
             ColSpec("datetime", "ds", required=False),
-            ColSpec("long", "horizon", required=False),
+            ColSpec(any_type, "horizon", required=False),  # int, or null in rows with a ds
             *regressors,
         ]
     )
@@ -95,7 +95,7 @@ def _signature(frame: pd.DataFrame, keys: list[str], cfg: Config) -> Any:
         ]
     )
     params = ParamSchema(
-        [ParamSpec("cache_size", "long", None), ParamSpec("errors", "string", "raise")]
+        [ParamSpec("cache_size", "long", None), ParamSpec("errors", "string", "coerce")]
     )
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
@@ -142,18 +142,21 @@ def _log_pyfunc(
         no_progress_bars(),
     ):
         local = Path(tmp) / ARTIFACT_NAME
+        wheel = build_wheel(Path(tmp) / WHEELS_FOLDER)
         # Unwrapped: MLflow 2.x wraps save_model in @trace_disabled, whose exit sets up the
         # tracer with a default client (an ``mlruns`` folder in the caller's cwd); nothing is
         # traced while saving a set (no input example), so the wrapper has nothing to do here.
         save_model = inspect.unwrap(mlflow.pyfunc.save_model)
         save_model(
             path=str(local),
-            python_model=pyfunc_class()(),
+            python_model=str(MODEL_CODE),
             artifacts=artifacts,
-            pip_requirements=PIP_REQUIREMENTS,
+            pip_requirements=[f"{WHEELS_FOLDER}/{wheel.name}", *pinned_requirements()],
             signature=signature,
             metadata=metadata,
         )
+        (local / WHEELS_FOLDER).mkdir()
+        wheel.rename(local / WHEELS_FOLDER / wheel.name)
         client.log_artifacts(run_id, str(local), ARTIFACT_NAME)
     return f"{run.info.artifact_uri.rstrip('/')}/{ARTIFACT_NAME}"
 

@@ -1,4 +1,11 @@
-"""A memory-mapped model set with a bounded LRU of loaded models, and its batch prediction."""
+"""A memory-mapped model set with an LRU of loaded models bounded by count and by bytes.
+
+Models are deserialized on first use (sha256-verified against the manifest) and kept while
+both bounds hold: at most ``cache_size`` models (``$MANYMODELS_CACHE_SIZE``, default 256) and
+at most ``cache_bytes`` of their serialized sizes (``$MANYMODELS_CACHE_BYTES``, default 1 GiB);
+the least recently used go first. A server's memory is then flat in the number of keys it
+has touched.
+"""
 
 from __future__ import annotations
 
@@ -12,19 +19,20 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from manymodels.errors import ConfigError, ManyModelsError, ModelError
-from manymodels.periods import future_dates
+from manymodels.errors import ConfigError, IntegrityError, ModelError
 from manymodels.registry.files import key_text, sha256_hex
 
 if TYPE_CHECKING:
     from manymodels.models import Forecaster
 
-__all__ = ["CACHE_SIZE_ENV", "Store", "parse_cache_size"]
+__all__ = ["CACHE_BYTES_ENV", "CACHE_SIZE_ENV", "Store", "parse_cache_bytes", "parse_cache_size"]
 
 #: Environment variable with the default size of the per-key model cache (LRU).
 CACHE_SIZE_ENV = "MANYMODELS_CACHE_SIZE"
+#: Environment variable with the cache's bound in bytes (serialized model sizes).
+CACHE_BYTES_ENV = "MANYMODELS_CACHE_BYTES"
 _DEFAULT_CACHE_SIZE = 256
-_OUTPUT_COLUMNS = ["ds", "yhat", "yhat_lower", "yhat_upper"]
+_DEFAULT_CACHE_BYTES = 1 << 30
 
 
 def _load_forecaster(blob: bytes, sha256: str) -> Forecaster:
@@ -34,25 +42,39 @@ def _load_forecaster(blob: bytes, sha256: str) -> Forecaster:
     return loads(blob, sha256)
 
 
-def parse_cache_size(value: Any = None) -> int:
-    """The model cache size: ``value``, else ``$MANYMODELS_CACHE_SIZE``, else 256."""
-    raw = value if value is not None else os.environ.get(CACHE_SIZE_ENV)
+def _positive_int(value: Any, env: str, default: int, what: str) -> int:
+    raw = value if value is not None else os.environ.get(env)
     if raw is None or raw == "":
-        return _DEFAULT_CACHE_SIZE
+        return default
     try:
         size = int(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"model cache size must be an integer, got {raw!r}") from None
+        raise ConfigError(f"{what} must be an integer, got {raw!r} (see ${env})") from None
     if size < 1:
-        raise ConfigError(f"model cache size must be at least 1, got {size}")
+        raise ConfigError(f"{what} must be at least 1, got {size} (see ${env})")
     return size
+
+
+def parse_cache_size(value: Any = None) -> int:
+    """The model cache size: ``value``, else ``$MANYMODELS_CACHE_SIZE``, else 256."""
+    return _positive_int(value, CACHE_SIZE_ENV, _DEFAULT_CACHE_SIZE, "model cache size")
+
+
+def parse_cache_bytes(value: Any = None) -> int:
+    """The cache's byte bound: ``value``, else ``$MANYMODELS_CACHE_BYTES``, else 1 GiB."""
+    return _positive_int(value, CACHE_BYTES_ENV, _DEFAULT_CACHE_BYTES, "model cache bytes")
 
 
 class Store:
     """A memory-mapped ``models.arrow`` with its manifest and a bounded LRU of loaded models."""
 
     def __init__(
-        self, models_path: Path, manifest_path: Path, label: str, cache_size: int | None = None
+        self,
+        models_path: Path,
+        manifest_path: Path,
+        label: str,
+        cache_size: int | None = None,
+        cache_bytes: int | None = None,
     ) -> None:
         import numpy as np
         import pyarrow as pa
@@ -80,16 +102,22 @@ class Store:
             key: int(row)
             for key, row in zip(zip(*key_values, strict=True), self.manifest["row"], strict=True)
         }
+        self.key_dtypes = {k: self.manifest[k].dtype for k in self.keys}
         self._sha = self.manifest["model_sha256"].tolist()
-        self._last_ds = pd.to_datetime(self.manifest["last_ds"]).tolist()
-        self._freq = self.manifest["freq"].tolist()
-        self._cache: OrderedDict[int, Forecaster] = OrderedDict()
+        self.last_ds: list[pd.Timestamp] = pd.to_datetime(self.manifest["last_ds"]).tolist()
+        self.freq: list[str] = self.manifest["freq"].tolist()
+        self._cache: OrderedDict[int, tuple[Forecaster, int]] = OrderedDict()
         self._lock = threading.Lock()
         self.cache_size = parse_cache_size(cache_size)
+        self.cache_bytes = parse_cache_bytes(cache_bytes)
+        self.cached_bytes = 0
         self.loads = 0
 
     def __len__(self) -> int:
         return len(self.manifest)
+
+    def has(self, key: tuple[Hashable, ...]) -> bool:
+        return key in self._rows
 
     def row_of(self, key: Any) -> int:
         """The row of ``key`` (a tuple of key values, or a scalar for one key column)."""
@@ -113,13 +141,13 @@ class Store:
         """The deserialized model of ``key``, sha-verified, through the LRU cache."""
         row = self.row_of(key)
         with self._lock:
-            model = self._cache.get(row)
-            if model is not None:
+            hit = self._cache.get(row)
+            if hit is not None:
                 self._cache.move_to_end(row)
-                return model
+                return hit[0]
         blob, sha = self.blob(row), self._sha[row]
         if sha256_hex(blob) != sha:
-            raise ModelError(
+            raise IntegrityError(
                 f"{self.label}: the model of key {key_text(self.keys, self._key(row))} does not "
                 "match its model_sha256; refusing to load it: register the set again"
             )
@@ -134,19 +162,27 @@ class Store:
             ) from exc
         with self._lock:
             self.loads += 1
-            self._cache[row] = model
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            if row not in self._cache:
+                self._cache[row] = (model, len(blob))
+                self.cached_bytes += len(blob)
+            self._evict(self.cache_size, self.cache_bytes)
         return model
+
+    def _evict(self, size: int, max_bytes: int) -> None:
+        """Drop the least recently used models until both bounds hold (the newest stays)."""
+        while len(self._cache) > size or (self.cached_bytes > max_bytes and len(self._cache) > 1):
+            _, (_, nbytes) = self._cache.popitem(last=False)
+            self.cached_bytes -= nbytes
 
     def _key(self, row: int) -> tuple[Any, ...]:
         return tuple(self.manifest.at[row, k] for k in self.keys)
 
-    def resize(self, size: int) -> None:
+    def resize(self, size: int | None = None, max_bytes: int | None = None) -> None:
+        """Change the cache's bounds (None keeps one) and evict down to them."""
         with self._lock:
-            self.cache_size = size
-            while len(self._cache) > size:
-                self._cache.popitem(last=False)
+            self.cache_size = self.cache_size if size is None else size
+            self.cache_bytes = self.cache_bytes if max_bytes is None else max_bytes
+            self._evict(self.cache_size, self.cache_bytes)
 
     def models_frame(self) -> pd.DataFrame:
         models = [blob for batch in self._batches for blob in batch.column("model").to_pylist()]
@@ -154,113 +190,8 @@ class Store:
         frame.insert(len(self.keys) + 1, "model", pd.Series(models, dtype=object))
         return frame
 
-    # ---------------------------------------------------------------- predict
-
     def predict(self, frame: pd.DataFrame, errors: str = "raise") -> pd.DataFrame:
-        if errors not in ("raise", "coerce"):
-            raise ModelError(f"errors must be 'raise' or 'coerce', got {errors!r}")
-        frame = self._normalize(frame)
-        has_ds = frame["ds"].notna()
-        has_h = frame["horizon"].notna() & (frame["horizon"] > 0)
-        if not (has_ds | has_h).all():
-            n = int((~(has_ds | has_h)).sum())
-            raise ModelError(f"{n} input row(s) have neither a ds nor a positive horizon")
-        regressors = [c for c in frame.columns if c not in (*self.keys, "ds", "horizon")]
-        coerce = errors == "coerce"
-        if not coerce:
-            unknown = [k for k in self._unique_keys(frame) if k not in self._rows]
-            if unknown:
-                shown = ", ".join(key_text(self.keys, k) for k in unknown[:5])
-                more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-                raise ModelError(
-                    f"{self.label} has no model for key(s) {shown}{more}; "
-                    "score only keys that were trained (and promoted)"
-                )
-        parts: list[pd.DataFrame] = []
-        for key, group in frame.groupby(self.keys, sort=False, dropna=False):
-            tup = key if isinstance(key, tuple) else (key,)
-            parts.append(self._predict_key(tup, group, has_ds, regressors, coerce))
-        columns = [*self.keys, *_OUTPUT_COLUMNS, *(["error"] if coerce else [])]
-        if not parts:
-            return pd.DataFrame({c: pd.Series(dtype=self._dtype(c)) for c in columns})
-        return pd.concat(parts, ignore_index=True)[columns]
+        """Forecast request rows (keys + ``ds`` or ``horizon``); see ``registry.predict``."""
+        from manymodels.registry.predict import predict_frame
 
-    def _dtype(self, column: str) -> Any:
-        if column in self.keys:
-            return self.manifest[column].dtype
-        return {"ds": "datetime64[ns]", "error": object}.get(column, "float64")
-
-    def _unique_keys(self, frame: pd.DataFrame) -> list[tuple[Hashable, ...]]:
-        uniq = frame[self.keys].drop_duplicates()
-        return list(zip(*(uniq[k].tolist() for k in self.keys), strict=True))
-
-    def _normalize(self, frame: pd.DataFrame) -> pd.DataFrame:
-        missing = [k for k in self.keys if k not in frame.columns]
-        if missing:
-            raise ModelError(
-                f"the input lacks key column(s) {', '.join(missing)}; pass {', '.join(self.keys)}"
-                " plus ds (dates to score) or horizon (periods after each key's last date)"
-            )
-        if "ds" not in frame.columns and "horizon" not in frame.columns:
-            raise ModelError("the input needs a ds column (dates to score) or a horizon column")
-        frame = frame.copy()
-        for k in self.keys:
-            want = self.manifest[k].dtype
-            if len(self.manifest) and frame[k].dtype != want:
-                try:
-                    frame[k] = frame[k].astype(want)
-                except (TypeError, ValueError):
-                    raise ModelError(
-                        f"key column {k} has type {frame[k].dtype} but the models were trained "
-                        f"with {want}; cast it"
-                    ) from None
-        frame["ds"] = pd.to_datetime(frame["ds"]) if "ds" in frame else pd.NaT
-        frame["horizon"] = (
-            pd.to_numeric(frame["horizon"], errors="coerce") if "horizon" in frame else float("nan")
-        )
-        return frame
-
-    def _forecast(self, key: tuple[Any, ...], future: pd.DataFrame) -> pd.DataFrame:
-        model = self.get(key)  # its errors name the key
-        try:
-            out = model.predict(future)
-        except Exception as exc:
-            where = f"{self.label}, key {key_text(self.keys, key)}"
-            if isinstance(exc, ManyModelsError):
-                raise type(exc)(f"{where}: {exc}") from exc
-            raise ModelError(f"{where}: forecasting failed ({type(exc).__name__}: {exc})") from exc
-        return out.loc[:, _OUTPUT_COLUMNS].reset_index(drop=True)
-
-    def _predict_key(
-        self,
-        key: tuple[Any, ...],
-        group: pd.DataFrame,
-        has_ds: pd.Series,
-        regressors: list[str],
-        coerce: bool,
-    ) -> pd.DataFrame:
-        explicit = group.loc[has_ds.loc[group.index], ["ds", *regressors]]
-        horizon = group.loc[~has_ds.loc[group.index], "horizon"].max()
-        row = self._rows.get(key)
-        future = [explicit] if len(explicit) else []
-        if row is not None and pd.notna(horizon):
-            dates = future_dates(self._last_ds[row], self._freq[row], int(horizon))
-            future.append(pd.DataFrame({"ds": dates}))
-        fut = pd.concat(future, ignore_index=True) if future else pd.DataFrame({"ds": []})
-        fut = fut.drop_duplicates("ds").sort_values("ds", kind="stable").reset_index(drop=True)
-        try:
-            out = self._forecast(key, fut)
-            error = None
-        except Exception as exc:
-            if not coerce:
-                raise
-            if fut.empty:
-                fut = pd.DataFrame({"ds": [pd.NaT]})
-            nan = float("nan")
-            out = pd.DataFrame({"ds": fut["ds"]}).assign(yhat=nan, yhat_lower=nan, yhat_upper=nan)
-            error = f"{type(exc).__name__}: {exc}"
-        for k, v in zip(reversed(self.keys), reversed(key), strict=True):
-            out.insert(0, k, v)
-        if coerce:
-            out["error"] = error
-        return out
+        return predict_frame(self, frame, errors)
