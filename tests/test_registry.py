@@ -226,7 +226,9 @@ def test_pyfunc_predicts_by_ds_and_horizon(cfg: Config, loader: Loader) -> None:
     assert (out["yhat_upper"] - out["yhat_lower"] == 2).all()
     assert out["ds"].tolist() == list(ds) * 2
 
-    hz = pd.DataFrame({"store": [0, 2, 3], "item": ["i00", "i05", "i07"], "horizon": [2, 3, 1]})
+    hz = pd.DataFrame(
+        {"store": [0, 2, 3], "item": ["i00", "i05", "i07"], "horizon": [2.0, 3.0, 1.0]}
+    )
     out = model.predict(hz)
     assert len(out) == 6
     assert out.groupby(["store", "item"]).size().to_dict() == {
@@ -399,5 +401,5 @@ def test_real_baseline_models_round_trip(cfg: Config, monkeypatch: pytest.Monkey
         )
     register(cfg, pd.DataFrame(rows))
     model = load_pyfunc(cfg, "models:/mm_test@challenger")
-    out = model.predict(pd.DataFrame({"store": [1, 2], "item": ["a", "a"], "horizon": [3, 3]}))
+    out = model.predict(pd.DataFrame({"store": [1, 2], "item": ["a", "a"], "horizon": [3.0, 3.0]}))
     assert out.groupby("store")["yhat"].mean().tolist() == [1.0, 2.0]

@@ -107,6 +107,25 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    from manymodels.registry.serve import serve_command
+
+    cmd = serve_command(
+        _config(args),
+        alias=args.alias,
+        version=args.version,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        env_manager=args.env_manager,
+        cache_size=args.cache_size,
+    )
+    echo(f"serving {cmd.name} version {cmd.version} at {cmd.url} (Ctrl-C stops it)")
+    os.execve(cmd.argv[0], cmd.argv, cmd.env)  # the server replaces this process
+
+
 def _sql(args: argparse.Namespace) -> int:
     from manymodels.spark import get_spark, to_pandas
     from manymodels.tables import open_store
@@ -145,6 +164,7 @@ VERBS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "train": ("fit one model per key: silver.sales → gold.model_ledger + MLflow", _train),
     "promote": ("apply the business rules per key; register the champion set", _promote),
     "score": ("forecast every key with the champion set → gold.predictions", _score),
+    "serve": ("serve the champion set (or any version) over HTTP with MLflow", _serve),
     "report": ("write a self-contained HTML report of the pipeline's results", _report),
     "sql": ("query the pipeline's tables with Spark SQL (no query: list them)", _sql),
     "demo": ("generate demand data and run the pipeline on the embedded default", _demo),
@@ -237,6 +257,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", type=_whole(1, "versions"), default=None, help="model version to score"
     )
     sc.add_argument("--job", default=None, help="scoring job name that owns the rows")
+    sv = parsers["serve"]
+    sv.add_argument("--alias", default=None, help="alias to serve (default: champion)")
+    sv.add_argument("--version", type=_whole(1, "versions"), default=None, help="version to serve")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    sv.add_argument("--port", type=_whole(1, "port"), default=5000, help="port (default 5000)")
+    sv.add_argument("--workers", type=_whole(1, "workers"), default=1, help="server processes")
+    sv.add_argument(
+        "--env-manager",
+        default="local",
+        choices=["local", "uv", "virtualenv", "conda"],
+        help="local: this environment; uv/virtualenv/conda: build the set's own environment "
+        "from its logged wheel and pinned requirements",
+    )
+    sv.add_argument(
+        "--cache-size",
+        type=_whole(1, "models"),
+        default=None,
+        help="models kept in memory per server process (default $MANYMODELS_CACHE_SIZE or 256)",
+    )
     parsers["report"].add_argument(
         "--output", "-o", default=None, help="HTML file (default: <home>/report.html)"
     )

@@ -73,16 +73,16 @@ def _signature(frame: pd.DataFrame, keys: list[str], cfg: Config) -> Any:
     """Input/output schema (Unity Catalog requires both) and the predict params."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-    from mlflow.types.schema import AnyType
 
     key_specs = [ColSpec(_mlflow_type(frame[k]), k) for k in keys]
-    any_type = AnyType()  # type: ignore[no-untyped-call]
-    regressors = [ColSpec(any_type, r, required=False) for r in cfg.data.regressors]
+    # Numbers are doubles: a server casts JSON ints and nulls to them and parses CSV bodies by
+    # these types (an untyped "any" column would make MLflow refuse every CSV body).
+    regressors = [ColSpec("double", r, required=False) for r in cfg.data.regressors]
     inputs = Schema(
         [
             *key_specs,
             ColSpec("datetime", "ds", required=False),
-            ColSpec(any_type, "horizon", required=False),  # int, or null in rows with a ds
+            ColSpec("double", "horizon", required=False),  # null in rows that give a ds
             *regressors,
         ]
     )

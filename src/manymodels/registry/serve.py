@@ -1,0 +1,105 @@
+"""``manymodels serve``: the real ``mlflow models serve`` on a registered version of the set.
+
+The command resolves the alias (``champion`` by default) to its version once, so the log and
+the server agree on what is served, and runs MLflow's own scoring server on ``models:/<name>/
+<version>`` with the home's tracking and registry URIs. A server never follows an alias by
+itself: restart it (or redeploy an endpoint) after a promotion.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from manymodels.config import Config
+from manymodels.errors import ConfigError, ModelError
+from manymodels.registry.client import client_for, uris
+from manymodels.registry.load import get_alias_version
+from manymodels.registry.store import CACHE_SIZE_ENV
+
+__all__ = ["ENV_MANAGERS", "ServeCommand", "serve_command"]
+
+#: MLflow's env managers: ``local`` serves from this environment; the others build the
+#: model's own environment from its requirements (its logged wheel and pinned packages).
+ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
+
+
+@dataclass(frozen=True)
+class ServeCommand:
+    """The server process to start: its argv, its environment and what it serves."""
+
+    argv: list[str]
+    env: dict[str, str]
+    name: str
+    version: int
+    url: str
+
+
+def _version(cfg: Config, alias: str | None, version: int | None) -> int:
+    from mlflow.exceptions import MlflowException
+
+    name = cfg.mlflow.model_name
+    if version is not None:
+        try:
+            client_for(cfg).get_model_version(name, str(version))
+        except MlflowException:
+            raise ModelError(f"model {name!r} has no version {version}") from None
+        return version
+    alias = alias or "champion"
+    found = get_alias_version(cfg, alias)
+    if found is None:
+        step = "promote" if alias == "champion" else "train"
+        raise ModelError(
+            f"no version of model {name!r} has alias {alias!r}; run `manymodels {step}` first"
+        )
+    return found
+
+
+def serve_command(
+    cfg: Config,
+    *,
+    alias: str | None = None,
+    version: int | None = None,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    workers: int = 1,
+    env_manager: str = "local",
+    cache_size: int | None = None,
+) -> ServeCommand:
+    """The ``mlflow models serve`` command line for ``alias`` (or ``version``) of the set."""
+    if env_manager not in ENV_MANAGERS:
+        raise ConfigError(f"env manager must be one of {', '.join(ENV_MANAGERS)}: {env_manager!r}")
+    if not 0 < port < 65536:
+        raise ConfigError(f"port must be between 1 and 65535, got {port}")
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
+    served = _version(cfg, alias, version)
+    tracking, registry = uris(cfg)
+    env = dict(os.environ)
+    env["MLFLOW_TRACKING_URI"] = tracking
+    env["MLFLOW_REGISTRY_URI"] = registry
+    # MLflow starts uvicorn (and uv, for env_manager=uv) by name: this interpreter's scripts first
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if cache_size is not None:
+        env[CACHE_SIZE_ENV] = str(cache_size)
+    name = cfg.mlflow.model_name
+    argv = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "--model-uri",
+        f"models:/{name}/{served}",
+        "--env-manager",
+        env_manager,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    return ServeCommand(argv, env, name, served, f"http://{host}:{port}/invocations")
