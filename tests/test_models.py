@@ -378,3 +378,25 @@ def test_prophet_fits_leave_no_temp_files(tmp_path: Path, monkeypatch: pytest.Mo
         get_family("prophet")(spec).fit(make_series("D", 60, 7, seed=seed))
     assert _files_under(cmdstanpy._TMPDIR) == before
     assert list(tmp_path.iterdir()) == []
+
+
+def test_forecast_ahead_batches_equal_predict_one_by_one() -> None:
+    """A served request of many keys forecasts models of one structure as one batch; every
+    model's numbers are those of its own predict, whatever mix of families comes in."""
+    spec = ForecastSpec("D", 7, regressors=("promo",), regressor_defaults={"promo": 0.0})
+    models: list[Forecaster] = []
+    for seed in range(5):
+        history = promo_series()
+        history["y"] = history["y"] * (1 + seed) + seed  # other levels, same structure
+        family = "ridge" if seed != 3 else "hgb"
+        params = {"n_lags": 3} if seed == 4 else {}  # another structure: its own batch
+        models.append(get_family(family)(spec, params).fit(history.iloc[: 400 + 10 * seed]))
+    for family in ("ridge", "hgb"):
+        results = get_family(family).forecast_ahead(models, 10)
+        assert len(results) == len(models)
+        for model, (yhat, lower, upper) in zip(models, results, strict=True):
+            grid = pd.date_range(model.last_ds, periods=11, freq=spec.offset)[1:]
+            alone = model.predict(pd.DataFrame({"ds": grid}))
+            np.testing.assert_allclose(yhat, alone["yhat"], rtol=1e-12)
+            np.testing.assert_allclose(lower, alone["yhat_lower"], rtol=1e-12)
+            np.testing.assert_allclose(upper, alone["yhat_upper"], rtol=1e-12)

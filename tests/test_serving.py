@@ -10,7 +10,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import manymodels as mm
 from manymodels import registry
 from manymodels.config import Config, load_config
 from manymodels.datasets import generate_demand
+from manymodels.registry.serve import wait_ready
 
 pytest.importorskip("mlflow")
 
@@ -60,26 +60,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_up(proc: subprocess.Popen[str], port: int, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"the server exited ({proc.returncode}):\n{log.read_text()[-3000:]}"
-            )
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/ping")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(
-        f"the server did not answer within {timeout} s:\n{log.read_text()[-3000:]}"
-    )
-
-
 @contextlib.contextmanager
 def serving(
     home: Path, args: list[str], env: dict[str, str], log: Path, timeout: float = 120
@@ -97,7 +77,7 @@ def serving(
             start_new_session=True,
         )
     try:
-        _wait_up(proc, port, log, timeout)
+        wait_ready(proc, "127.0.0.1", port, timeout, log)
         yield port
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
@@ -179,16 +179,44 @@ class Forecaster(ABC):
         else:
             sorted_frame = frame.iloc[order].reset_index(drop=True)
         yhat, lower, upper = self._predict(sorted_frame, steps[order])
-        tf = self._transform
-        yhat = tf.inverse(np.asarray(yhat, dtype="float64")[inverse])
-        lower = np.minimum(tf.inverse(np.asarray(lower, dtype="float64")[inverse]), yhat)
-        upper = np.maximum(tf.inverse(np.asarray(upper, dtype="float64")[inverse]), yhat)
-        if self._nonneg:
-            yhat, lower, upper = (np.maximum(a, 0.0) for a in (yhat, lower, upper))
+        yhat, lower, upper = self._finish(
+            *(np.asarray(a, dtype="float64")[inverse] for a in (yhat, lower, upper))
+        )
         return pd.DataFrame(
             {"ds": ds.to_numpy(), "yhat": yhat, "yhat_lower": lower, "yhat_upper": upper},
             index=future.index,
         )
+
+    def _finish(self, yhat: FloatArray, lower: FloatArray, upper: FloatArray) -> Intervals:
+        """The family's raw forecast on the scale of y: transform inverted, floor at zero."""
+        tf = self._transform
+        yhat = tf.inverse(yhat)
+        lower = np.minimum(tf.inverse(lower), yhat)
+        upper = np.maximum(tf.inverse(upper), yhat)
+        if self._nonneg:
+            yhat, lower, upper = (np.maximum(a, 0.0) for a in (yhat, lower, upper))
+        return yhat, lower, upper
+
+    @classmethod
+    def forecast_ahead(cls, models: Sequence[Forecaster], horizon: int) -> list[Intervals]:
+        """(yhat, lower, upper) of the ``horizon`` periods after each model's history end, with
+        every regressor at its default: what a served ``horizon`` request asks of many keys.
+
+        The same numbers as ``predict`` on those dates; a family that can forecast several
+        models in one vectorised pass overrides this (``LagRegressor`` does).
+        """
+        out: list[Intervals] = []
+        for model in models:
+            grid = pd.date_range(model.last_ds, periods=horizon + 1, freq=model.spec.offset)
+            pred = model.predict(pd.DataFrame({"ds": grid[1:]}))
+            out.append(
+                (
+                    pred["yhat"].to_numpy(dtype="float64"),
+                    pred["yhat_lower"].to_numpy(dtype="float64"),
+                    pred["yhat_upper"].to_numpy(dtype="float64"),
+                )
+            )
+        return out
 
     # ----------------------------------------------------------------- helpers
 

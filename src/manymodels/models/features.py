@@ -209,9 +209,18 @@ def recursive_forecast(
     """Fill the last ``exog.shape[1]`` columns of a (series, time) ``buffer`` step by step with
     one-step predictions fed back as lags; ``exog`` is (series, step, exogenous features)."""
     start = buffer.shape[1] - exog.shape[1]
+    back = np.asarray(lags, dtype="int64")
+    n_lags, n_windows = back.size, len(windows)
+    # one feature matrix, refilled in place at each step: the same values as
+    # ``recursive_features`` + ``exog`` (a mean is a sum divided by its count), no allocations
+    x = np.empty((buffer.shape[0], n_lags + n_windows + exog.shape[2]))
     for h in range(exog.shape[1]):
-        lagged = recursive_features(buffer, start + h, lags, windows)
-        buffer[:, start + h] = predict(np.hstack((lagged, exog[:, h])))
+        end = start + h
+        x[:, :n_lags] = buffer[:, end - back]
+        for j, w in enumerate(windows):
+            x[:, n_lags + j] = buffer[:, end - w : end].sum(axis=1) / w
+        x[:, n_lags + n_windows :] = exog[:, h]
+        buffer[:, end] = predict(x)
 
 
 def yearly_fourier(ds: npt.NDArray[np.datetime64], order: int) -> FloatArray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -219,23 +219,88 @@ class LagRegressor(Forecaster):
 
     def _predict(self, frame: pd.DataFrame, steps: IntArray) -> Intervals:
         horizon = int(steps.max())
-        grid = pd.date_range(self.last_ds, periods=horizon + 1, freq=self.spec.offset)[1:]
-        cal = calendar_features(grid.to_numpy(), self.spec.kind, self._yearly)
         names = list(self.spec.regressors)
-        fill = np.array([self._reg_fill[r] for r in names], dtype="float64")
-        regs = np.tile(fill, (horizon, 1))
+        regs = np.tile(self._fill(), (horizon, 1))
         if names:
             regs[steps - 1] = frame[names].to_numpy(dtype="float64")
+        buffer, exog = self._inputs(regs)
+        self._recurse(self._predict_batch, buffer, exog)
+        return self._raw(buffer[0], steps)
+
+    def _fill(self) -> FloatArray:
+        return np.array([self._reg_fill[r] for r in self.spec.regressors], dtype="float64")
+
+    def _inputs(self, regs: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """The recursion's buffer (1, tail + horizon) and exogenous features (1, horizon, f)
+        for the regressor values ``regs`` (horizon, n_regressors) of the next periods."""
+        horizon = regs.shape[0]
+        grid = pd.date_range(self.last_ds, periods=horizon + 1, freq=self.spec.offset)[1:]
+        cal = calendar_features(grid.to_numpy(), self.spec.kind, self._yearly)
+        fill = self._fill()
         back = self._rtail.shape[0]
         values = (np.vstack((self._rtail, regs)) - self._rmu) / self._rsd
         shifted = shifted_columns(values, self._layout, (fill - self._rmu) / self._rsd)
         exog = np.hstack((cal, shifted[back:]))[None, :, :]
-        start = self._tail.size
         buffer = np.concatenate((self._tail, np.zeros(horizon)))[None, :]
-        self._recurse(self._predict_batch, buffer, exog)
-        yhat = buffer[0, start + steps - 1] * self._sd + self._mu
+        return buffer, exog
+
+    def _raw(self, row: FloatArray, steps: IntArray) -> Intervals:
+        """The forecast at ``steps`` from a filled buffer row, before ``_finish``."""
+        yhat = row[self._tail.size + steps - 1] * self._sd + self._mu
         lo, hi = band_at(self._lo, self._hi, steps)
         return yhat, yhat + lo * self._sd, yhat + hi * self._sd
+
+    # ----------------------------------------------------------------- many at once
+
+    def _structure(self) -> tuple[Any, ...]:
+        """Models with equal structures have features of one shape: they recurse together."""
+        layout = tuple(tuple(c) for c in self._layout)
+        return (
+            type(self),
+            tuple(self._lags),
+            tuple(self._win),
+            layout,
+            self._tail.size,
+            self._rtail.shape,
+            self._yearly,
+            self.spec.kind,
+        )
+
+    @classmethod
+    def _stacked_predictor(
+        cls, models: Sequence[LagRegressor]
+    ) -> Callable[[FloatArray], FloatArray] | None:
+        """One predict function for a batch whose row i belongs to ``models[i]``, or None
+        when the family cannot (then each model recurses on its own)."""
+        return None
+
+    @classmethod
+    def forecast_ahead(cls, models: Sequence[Forecaster], horizon: int) -> list[Intervals]:
+        """Models of one structure recurse as one batch: each step is one vectorised predict
+        for all of them instead of one per model (a served request of many keys)."""
+        out: list[Intervals] = [(np.empty(0), np.empty(0), np.empty(0))] * len(models)
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, model in enumerate(models):
+            key = model._structure() if isinstance(model, LagRegressor) else ("single", i)
+            groups.setdefault(key, []).append(i)
+        steps = np.arange(1, horizon + 1)
+        for members in groups.values():
+            batch = [models[i] for i in members]
+            lagged = [m for m in batch if isinstance(m, LagRegressor)]
+            predict = cls._stacked_predictor(lagged) if len(lagged) == len(batch) else None
+            if predict is None:  # one model, or a family that cannot stack: one by one
+                for i, result in zip(
+                    members, Forecaster.forecast_ahead(batch, horizon), strict=True
+                ):
+                    out[i] = result
+                continue
+            inputs = [m._inputs(np.tile(m._fill(), (horizon, 1))) for m in lagged]
+            buffer = np.vstack([b for b, _ in inputs])
+            exog = np.concatenate([e for _, e in inputs])
+            lagged[0]._recurse(predict, buffer, exog)
+            for row, (i, model) in enumerate(zip(members, lagged, strict=True)):
+                out[i] = model._finish(*model._raw(buffer[row], steps))
+        return out
 
     def _get_state(self) -> tuple[dict[str, Any], bytes]:
         est_state, payload = self._estimator_state()

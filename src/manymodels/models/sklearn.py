@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -124,6 +124,16 @@ class Ridge(_OneThread):
 
     def _predict_batch(self, x: FloatArray) -> FloatArray:
         return np.asarray(x @ self._coef + self._intercept, dtype="float64")
+
+    @classmethod
+    def _stacked_predictor(
+        cls, models: Sequence[LagRegressor]
+    ) -> Callable[[FloatArray], FloatArray] | None:
+        if not all(isinstance(m, Ridge) for m in models):
+            return None
+        coefs = np.vstack([m._coef for m in models if isinstance(m, Ridge)])
+        intercepts = np.array([m._intercept for m in models if isinstance(m, Ridge)])
+        return lambda x: np.einsum("nf,nf->n", x, coefs) + intercepts
 
     @staticmethod
     def _predictor(estimator: Any) -> Callable[[FloatArray], FloatArray]:

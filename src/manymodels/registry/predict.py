@@ -13,6 +13,7 @@ each model's own forecast, and one DataFrame is built at the end.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from manymodels.periods import future_dates
 from manymodels.registry.files import key_text
 
 if TYPE_CHECKING:
+    from manymodels.models import Forecaster
     from manymodels.registry.store import Store
 
 __all__ = ["OUTPUT_COLUMNS", "predict_frame"]
@@ -121,6 +123,13 @@ def _forecast_key(
         for name in regressors:
             future[name] = given[name].reindex(dates).to_numpy()
     model = store.get(key)  # its errors name the key
+    return _Piece(key, dates, *_call(store, key, model, future))
+
+
+def _call(
+    store: Store, key: tuple[Hashable, ...], model: Any, future: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``model.predict(future)`` as arrays; its errors name the key."""
     try:
         out = model.predict(future)
     except Exception as exc:
@@ -128,13 +137,7 @@ def _forecast_key(
         if isinstance(exc, ManyModelsError):
             raise type(exc)(f"{where}: {exc}") from exc
         raise ModelError(f"{where}: forecasting failed ({type(exc).__name__}: {exc})") from exc
-    return _Piece(
-        key,
-        dates,
-        out["yhat"].to_numpy(dtype="float64"),
-        out["yhat_lower"].to_numpy(dtype="float64"),
-        out["yhat_upper"].to_numpy(dtype="float64"),
-    )
+    return tuple(out[c].to_numpy(dtype="float64") for c in ("yhat", "yhat_lower", "yhat_upper"))
 
 
 def _check_known(store: Store, keys: list[tuple[Hashable, ...]]) -> None:
@@ -161,23 +164,72 @@ def predict_frame(store: Store, frame: pd.DataFrame, errors: str = "raise") -> p
     if not coerce:
         _check_known(store, list(groups))
     regressors = [c for c in frame.columns if c not in (*store.keys, "ds", "horizon")]
-    pieces: list[_Piece] = []
+    pieces: dict[tuple[Hashable, ...], list[_Piece]] = {key: [] for key in groups}
+    ahead: dict[int, list[tuple[Hashable, ...]]] = {}  # horizon -> keys asking only that
     for key, positions in groups.items():
         rows = np.asarray(positions, dtype="int64")
         bad = rows[~dated[rows]]
         if bad.size:
-            pieces.append(_error_piece(key, np.full(bad.size, _NAT), _NO_DATE))
+            pieces[key].append(_error_piece(key, np.full(bad.size, _NAT), _NO_DATE))
             rows = rows[dated[rows]]
             if not rows.size:
                 continue
+        if np.isnat(ds[rows]).all():  # horizon rows only: forecast with others of its family
+            ahead.setdefault(int(np.nanmax(horizon[rows])), []).append(key)
+            continue
         try:
-            pieces.append(_forecast_key(store, key, rows, frame, ds, horizon, regressors))
+            pieces[key].append(_forecast_key(store, key, rows, frame, ds, horizon, regressors))
         except Exception as exc:
-            if not coerce or isinstance(exc, IntegrityError):
-                raise  # altered bytes are a security event, never one row's error
-            reason = str(exc) if isinstance(exc, ManyModelsError) else f"{type(exc).__name__}"
-            pieces.append(_error_piece(key, np.unique(ds[rows]), reason))
-    return _assemble(store, pieces, coerce)
+            pieces[key].append(_failed(key, np.unique(ds[rows]), exc, coerce))
+    for steps, keys in ahead.items():
+        for key, piece in _forecast_ahead(store, keys, steps, coerce):
+            pieces[key].append(piece)
+    return _assemble(store, [p for parts in pieces.values() for p in parts], coerce)
+
+
+def _failed(key: tuple[Hashable, ...], dates: np.ndarray, exc: Exception, coerce: bool) -> _Piece:
+    """The error piece of a key whose forecast failed (re-raised unless coercing)."""
+    if not coerce or isinstance(exc, IntegrityError):
+        raise exc  # altered bytes are a security event, never one row's error
+    reason = str(exc) if isinstance(exc, ManyModelsError) else f"{type(exc).__name__}: {exc}"
+    return _error_piece(key, dates, reason)
+
+
+def _forecast_ahead(
+    store: Store, keys: list[tuple[Hashable, ...]], steps: int, coerce: bool
+) -> list[tuple[tuple[Hashable, ...], _Piece]]:
+    """The ``steps`` periods after each key's history, families batched (``forecast_ahead``)."""
+    done: list[tuple[tuple[Hashable, ...], _Piece]] = []
+    by_family: dict[type[Forecaster], list[tuple[tuple[Hashable, ...], Forecaster]]] = {}
+    for key in keys:
+        try:
+            model = store.get(key)
+        except Exception as exc:
+            done.append((key, _failed(key, np.full(1, _NAT), exc, coerce)))
+            continue
+        by_family.setdefault(type(model), []).append((key, model))
+    grids: dict[tuple[pd.Timestamp, str], np.ndarray] = {}
+    for family, members in by_family.items():
+        results = None  # without a batch: one by one, which also finds the key at fault
+        if hasattr(family, "forecast_ahead"):
+            with contextlib.suppress(Exception):
+                results = family.forecast_ahead([m for _, m in members], steps)
+        for pos, (key, model) in enumerate(members):
+            row = store.row_of(key)
+            span = (store.last_ds[row], store.freq[row])
+            if span not in grids:
+                grids[span] = np.asarray(future_dates(*span, steps), dtype="datetime64[ns]")
+            dates = grids[span]
+            if results is not None:
+                done.append((key, _Piece(key, dates, *results[pos])))
+                continue
+            try:
+                out = _call(store, key, model, pd.DataFrame({"ds": dates}))
+            except Exception as exc:
+                done.append((key, _failed(key, dates, exc, coerce)))
+                continue
+            done.append((key, _Piece(key, dates, *out)))
+    return done
 
 
 def _assemble(store: Store, pieces: list[_Piece], coerce: bool) -> pd.DataFrame:

@@ -9,17 +9,20 @@ itself: restart it (or redeploy an endpoint) after a promotion.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from manymodels.config import Config
-from manymodels.errors import ConfigError, ModelError
+from manymodels.errors import ConfigError, ModelError, SetupError
 from manymodels.registry.client import client_for, uris
 from manymodels.registry.load import get_alias_version
 from manymodels.registry.store import CACHE_SIZE_ENV
 
-__all__ = ["ENV_MANAGERS", "ServeCommand", "serve_command"]
+__all__ = ["ENV_MANAGERS", "ServeCommand", "serve_command", "wait_ready"]
 
 #: MLflow's env managers: ``local`` serves from this environment; the others build the
 #: model's own environment from its requirements (its logged wheel and pinned packages).
@@ -103,3 +106,28 @@ def serve_command(
         str(workers),
     ]
     return ServeCommand(argv, env, name, served, f"http://{host}:{port}/invocations")
+
+
+def wait_ready(
+    proc: subprocess.Popen[Any], host: str, port: int, timeout: float, log: Path | None = None
+) -> None:
+    """Return once the server started as ``proc`` answers ``/ping``; SetupError if it exits
+    or stays silent for ``timeout`` seconds (the tail of ``log`` says why)."""
+    import http.client
+
+    def tail() -> str:
+        return log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SetupError(f"the server exited with code {proc.returncode}:\n{tail()}")
+        try:
+            conn = http.client.HTTPConnection(host, port, timeout=2)
+            conn.request("GET", "/ping")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise SetupError(f"no answer on {host}:{port} within {timeout:.0f} s:\n{tail()}")

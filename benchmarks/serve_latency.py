@@ -1,0 +1,247 @@
+"""Serving latency, throughput and memory of `manymodels serve` (the real MLflow server).
+
+Registers a champion set of ``--keys`` keys of one family, starts ``manymodels serve`` with a
+model cache of ``--cache`` models on loopback, and measures over HTTP:
+
+- cold p50/p99: one key per request, each key requested for the first time (load + forecast);
+- warm p50/p99: one key per request, keys already in the cache;
+- 100 keys in one request, warm (p50);
+- requests/s with 8 concurrent clients (one warm key per request);
+- the server's RSS (its whole process tree) after touching 1,000 and all ``--keys`` keys.
+
+Each figure is printed beside its baseline measured in the same run: the same forecasts made
+in this process by ``ModelSet.predict`` (no HTTP, no MLflow), so the ratio is the server's own
+overhead. To keep the set-up short, ``--distinct`` series are fitted and their models are
+registered again under the other keys; the server still loads and verifies each key's bytes
+on its own, so cold loads and the cache behave as with distinct models.
+
+    .venv/bin/python benchmarks/serve_latency.py --family ridge
+    .venv/bin/python benchmarks/serve_latency.py --family prophet --distinct 20
+
+Last line: ``serve family=… warm_p99_ms=… cold_p99_ms=… keys100_p50_ms=… rss_1k_mb=…
+rss_10k_mb=…``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psutil
+
+import manymodels as mm
+from manymodels import registry
+from manymodels.config import load_config
+from manymodels.datasets import generate_demand
+from manymodels.registry.serve import wait_ready
+
+HORIZON = 28
+
+
+def _champion(home: Path, family: str, n_keys: int, distinct: int) -> Any:
+    cfg = load_config(
+        home=home,
+        overrides={
+            "train.families": [family],
+            "train.n_windows": 1,
+            "train.horizon": HORIZON,
+            "train.fallback": None,
+            "data.regressors": ["price", "promo"],
+        },
+    )
+    n_items = min(distinct, 10)
+    history = generate_demand(max(1, distinct // n_items), n_items, 730, seed=7)
+    started = time.perf_counter()
+    ledger = mm.fit(history, cfg)
+    ok = ledger[ledger["status"] == "ok"].reset_index(drop=True)
+    rows = ok.iloc[np.arange(n_keys) % len(ok)].reset_index(drop=True)
+    rows["store"] = [str(i // 100 + 1) for i in range(n_keys)]
+    rows["item"] = [str(i % 100 + 1) for i in range(n_keys)]
+    with registry.job_run(cfg, "train") as run:
+        registry.register_model_set(cfg, rows, alias="champion", run_id=run.run_id)
+    print(
+        f"set-up: {len(ok)} {family} models fitted, registered under {n_keys:,} keys "
+        f"in {time.perf_counter() - started:.0f} s"
+    )
+    return cfg
+
+
+def _key(i: int) -> dict[str, Any]:
+    return {"store": str(i // 100 + 1), "item": str(i % 100 + 1), "horizon": HORIZON}
+
+
+class Client:
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+
+    def post(self, rows: list[dict[str, Any]]) -> float:
+        body = json.dumps({"dataframe_records": rows})
+        started = time.perf_counter()
+        self.conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+        resp = self.conn.getresponse()
+        payload = resp.read()
+        elapsed = (time.perf_counter() - started) * 1000
+        if resp.status != 200:
+            raise RuntimeError(f"HTTP {resp.status}: {payload[:500]!r}")
+        predictions = json.loads(payload)["predictions"]
+        if any(p["error"] for p in predictions) or len(predictions) != HORIZON * len(rows):
+            raise RuntimeError(f"bad answer: {predictions[:2]}")
+        return elapsed
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def _tree_rss_mb(pid: int) -> float:
+    proc = psutil.Process(pid)
+    procs = [proc, *proc.children(recursive=True)]
+    return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+
+
+def _in_process(cfg: Any, cache: int, keys: list[int]) -> dict[str, float]:
+    """The baseline: the same forecasts with ModelSet.predict in this process."""
+    ms = registry.load_model_set(cfg, cache_size=cache)
+    cold = []
+    for i in keys[:200]:
+        frame = pd.DataFrame([_key(i)])
+        started = time.perf_counter()
+        ms.predict(frame)
+        cold.append((time.perf_counter() - started) * 1000)
+    warm = []
+    for i in keys[:200]:
+        frame = pd.DataFrame([_key(i)])
+        started = time.perf_counter()
+        ms.predict(frame)
+        warm.append((time.perf_counter() - started) * 1000)
+    hundred = pd.DataFrame([_key(i) for i in keys[:100]])
+    batch = []
+    for _ in range(10):
+        started = time.perf_counter()
+        ms.predict(hundred)
+        batch.append((time.perf_counter() - started) * 1000)
+    return {
+        "cold_p50": _pct(cold, 50),
+        "cold_p99": _pct(cold, 99),
+        "warm_p50": _pct(warm, 50),
+        "warm_p99": _pct(warm, 99),
+        "keys100_p50": _pct(batch, 50),
+    }
+
+
+def _concurrent(port: int, keys: list[int], clients: int, seconds: float) -> float:
+    done = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def work(c: int) -> None:
+        client = Client(port)
+        i = c
+        while time.monotonic() < stop:
+            client.post([_key(keys[i % len(keys)])])
+            done[c] += 1
+            i += clients
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default="ridge")
+    parser.add_argument("--keys", type=int, default=10_000)
+    parser.add_argument("--distinct", type=int, default=100, help="series actually fitted")
+    parser.add_argument("--cache", type=int, default=500, help="models the server keeps")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--warm-requests", type=int, default=500)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    home = Path(tempfile.mkdtemp(prefix="mm-serve-bench-")) / "home"
+    cfg = _champion(home, args.family, args.keys, args.distinct)
+    rng = np.random.default_rng(0)
+    order = [int(i) for i in rng.permutation(args.keys)]
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    log = home.parent / "server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MANYMODELS_")}
+    cmd = [sys.executable, "-m", "manymodels.cli", "--home", str(home), "-q", "serve"]
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [*cmd, "--port", str(port), "--cache-size", str(args.cache)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_ready(server, "127.0.0.1", port, 180, log)
+        client = Client(port)
+        client.post([_key(order[-1])])  # the first request pays for imports: not a cold key
+        rss_start = _tree_rss_mb(server.pid)
+
+        cold_keys, warm_keys = order[:300], order[:100]
+        cold = [client.post([_key(i)]) for i in cold_keys]
+        warm = [client.post([_key(warm_keys[j % 100])]) for j in range(args.warm_requests)]
+        hundred = [_key(i) for i in warm_keys]
+        batch = [client.post(hundred) for _ in range(20)]
+        rps = _concurrent(port, warm_keys, args.clients, 10.0)
+        client = Client(port)  # the server closed the idle connection meanwhile
+
+        touched = len(cold_keys)
+        rss: dict[int, float] = {}
+        for mark in (1_000, args.keys):
+            while touched < mark:
+                chunk = order[touched : min(mark, touched + 100)]
+                client.post([_key(i) for i in chunk])
+                touched += len(chunk)
+            rss[mark] = _tree_rss_mb(server.pid)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+
+    base = _in_process(cfg, args.cache, order)
+    served = {
+        "cold_p50": _pct(cold, 50),
+        "cold_p99": _pct(cold, 99),
+        "warm_p50": _pct(warm, 50),
+        "warm_p99": _pct(warm, 99),
+        "keys100_p50": _pct(batch, 50),
+    }
+    print(f"family {args.family}, {args.keys:,} keys, cache {args.cache}, horizon {HORIZON}")
+    print(f"{'':<14}{'server ms':>12}{'in-process ms':>15}{'ratio':>8}")
+    for name, value in served.items():
+        print(f"{name:<14}{value:>12.1f}{base[name]:>15.1f}{value / base[name]:>8.1f}")
+    print(f"requests/s with {args.clients} clients (one warm key each): {rps:.0f}")
+    print(
+        f"server RSS: {rss_start:.0f} MB after start, {rss[1_000]:.0f} MB after 1,000 keys, "
+        f"{rss[args.keys]:.0f} MB after {args.keys:,} keys "
+        f"(ratio {rss[args.keys] / rss[1_000]:.2f})"
+    )
+    print(
+        f"serve family={args.family} warm_p99_ms={served['warm_p99']:.1f} "
+        f"cold_p99_ms={served['cold_p99']:.1f} keys100_p50_ms={served['keys100_p50']:.1f} "
+        f"rss_1k_mb={rss[1_000]:.0f} rss_10k_mb={rss[args.keys]:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
