@@ -4,7 +4,9 @@ Registers a champion set of ``--keys`` keys of one family, starts ``manymodels s
 model cache of ``--cache`` models on loopback, and measures over HTTP:
 
 - cold p50/p99: one key per request, each key requested for the first time (load + forecast);
-- warm p50/p99: one key per request, keys already in the cache;
+- warm p50/p99: one key per request, its model already in the cache, the forecast computed
+  (horizons vary so that no answer comes from the model's memo of recent horizons);
+- repeat p50/p99: the same request again (the answer kept beside the cached model);
 - 100 keys in one request, warm (p50);
 - requests/s with 8 concurrent clients (one warm key per request);
 - the server's RSS (its whole process tree) after touching 1,000 and all ``--keys`` keys.
@@ -79,8 +81,15 @@ def _champion(home: Path, family: str, n_keys: int, distinct: int) -> Any:
     return cfg
 
 
-def _key(i: int) -> dict[str, Any]:
-    return {"store": str(i // 100 + 1), "item": str(i % 100 + 1), "horizon": HORIZON}
+def _key(i: int, horizon: int = HORIZON) -> dict[str, Any]:
+    return {"store": str(i // 100 + 1), "item": str(i % 100 + 1), "horizon": horizon}
+
+
+def _fresh(j: int) -> int:
+    """The horizon of the j-th warm request: 8 horizons in turn, so that no (key, horizon)
+    repeats while the model's memo of 4 horizons still holds it: warm means model cached,
+    forecast computed."""
+    return HORIZON - (j // 100) % 8
 
 
 class Client:
@@ -97,7 +106,9 @@ class Client:
         if resp.status != 200:
             raise RuntimeError(f"HTTP {resp.status}: {payload[:500]!r}")
         predictions = json.loads(payload)["predictions"]
-        if any(p["error"] for p in predictions) or len(predictions) != HORIZON * len(rows):
+        if any(p["error"] for p in predictions) or len(predictions) != sum(
+            r["horizon"] for r in rows
+        ):
             raise RuntimeError(f"bad answer: {predictions[:2]}")
         return elapsed
 
@@ -122,14 +133,20 @@ def _in_process(cfg: Any, cache: int, keys: list[int]) -> dict[str, float]:
         ms.predict(frame)
         cold.append((time.perf_counter() - started) * 1000)
     warm = []
-    for i in keys[:200]:
-        frame = pd.DataFrame([_key(i)])
+    for j in range(500):
+        frame = pd.DataFrame([_key(keys[j % 100], _fresh(j))])
         started = time.perf_counter()
         ms.predict(frame)
         warm.append((time.perf_counter() - started) * 1000)
-    hundred = pd.DataFrame([_key(i) for i in keys[:100]])
+    repeat = []
+    for _ in range(200):
+        frame = pd.DataFrame([_key(keys[0])])
+        started = time.perf_counter()
+        ms.predict(frame)
+        repeat.append((time.perf_counter() - started) * 1000)
     batch = []
-    for _ in range(10):
+    for r in range(16):
+        hundred = pd.DataFrame([_key(i, _fresh(100 * r)) for i in keys[:100]])
         started = time.perf_counter()
         ms.predict(hundred)
         batch.append((time.perf_counter() - started) * 1000)
@@ -138,6 +155,8 @@ def _in_process(cfg: Any, cache: int, keys: list[int]) -> dict[str, float]:
         "cold_p99": _pct(cold, 99),
         "warm_p50": _pct(warm, 50),
         "warm_p99": _pct(warm, 99),
+        "repeat_p50": _pct(repeat, 50),
+        "repeat_p99": _pct(repeat, 99),
         "keys100_p50": _pct(batch, 50),
     }
 
@@ -150,7 +169,7 @@ def _concurrent(port: int, keys: list[int], clients: int, seconds: float) -> flo
         client = Client(port)
         i = c
         while time.monotonic() < stop:
-            client.post([_key(keys[i % len(keys)])])
+            client.post([_key(keys[i % len(keys)], _fresh(i))])
             done[c] += 1
             i += clients
 
@@ -170,7 +189,6 @@ def main() -> None:
     parser.add_argument("--distinct", type=int, default=100, help="series actually fitted")
     parser.add_argument("--cache", type=int, default=500, help="models the server keeps")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--warm-requests", type=int, default=500)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     home = Path(tempfile.mkdtemp(prefix="mm-serve-bench-")) / "home"
@@ -200,9 +218,9 @@ def main() -> None:
 
         cold_keys, warm_keys = order[:300], order[:100]
         cold = [client.post([_key(i)]) for i in cold_keys]
-        warm = [client.post([_key(warm_keys[j % 100])]) for j in range(args.warm_requests)]
-        hundred = [_key(i) for i in warm_keys]
-        batch = [client.post(hundred) for _ in range(20)]
+        warm = [client.post([_key(warm_keys[j % 100], _fresh(j))]) for j in range(500)]
+        repeat = [client.post([_key(warm_keys[0])]) for _ in range(200)]
+        batch = [client.post([_key(i, _fresh(100 * r)) for i in warm_keys]) for r in range(16)]
         rps = _concurrent(port, warm_keys, args.clients, 10.0)
         client = Client(port)  # the server closed the idle connection meanwhile
 
@@ -224,6 +242,8 @@ def main() -> None:
         "cold_p99": _pct(cold, 99),
         "warm_p50": _pct(warm, 50),
         "warm_p99": _pct(warm, 99),
+        "repeat_p50": _pct(repeat, 50),
+        "repeat_p99": _pct(repeat, 99),
         "keys100_p50": _pct(batch, 50),
     }
     print(f"family {args.family}, {args.keys:,} keys, cache {args.cache}, horizon {HORIZON}")

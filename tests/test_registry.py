@@ -32,7 +32,10 @@ class FakeForecaster:
         self.level = level
         self.spec = SimpleNamespace(freq=freq)
 
+    predicted = 0  # calls of predict, all instances
+
     def predict(self, future: pd.DataFrame) -> pd.DataFrame:
+        FakeForecaster.predicted += 1
         bump = future["promo"].fillna(0).to_numpy() if "promo" in future else 0.0
         yhat = self.level + bump
         return pd.DataFrame(
@@ -403,3 +406,18 @@ def test_real_baseline_models_round_trip(cfg: Config, monkeypatch: pytest.Monkey
     model = load_pyfunc(cfg, "models:/mm_test@challenger")
     out = model.predict(pd.DataFrame({"store": [1, 2], "item": ["a", "a"], "horizon": [3.0, 3.0]}))
     assert out.groupby("store")["yhat"].mean().tolist() == [1.0, 2.0]
+
+
+def test_a_horizon_forecast_is_kept_with_its_cached_model(cfg: Config, loader: Loader) -> None:
+    register(cfg, make_models())
+    ms = registry.load_model_set(cfg, "challenger", cache_size=1)
+    ask = pd.DataFrame({"store": [1], "item": ["i02"], "horizon": [3]})
+    before = FakeForecaster.predicted
+    first = ms.predict(ask)
+    pd.testing.assert_frame_equal(ms.predict(ask), first)
+    assert FakeForecaster.predicted == before + 1  # the second answer came from the memo
+    ms.predict(ask.assign(horizon=2))  # another horizon is computed
+    assert FakeForecaster.predicted == before + 2
+    ms.predict(pd.DataFrame({"store": [2], "item": ["i03"], "horizon": [3]}))  # evicts i02
+    pd.testing.assert_frame_equal(ms.predict(ask), first)
+    assert FakeForecaster.predicted == before + 4 and ms.loads == 3

@@ -33,6 +33,8 @@ __all__ = ["OUTPUT_COLUMNS", "predict_frame"]
 
 OUTPUT_COLUMNS = ["ds", "yhat", "yhat_lower", "yhat_upper"]
 _NAT = np.datetime64("NaT", "ns")
+#: Horizons whose forecasts a cached model keeps (the oldest goes first).
+_MEMO_HORIZONS = 4
 _NO_DATE = "the row has neither a ds nor a positive horizon: give one of them"
 
 
@@ -201,33 +203,42 @@ def _forecast_ahead(
     """The ``steps`` periods after each key's history, families batched (``forecast_ahead``)."""
     done: list[tuple[tuple[Hashable, ...], _Piece]] = []
     by_family: dict[type[Forecaster], list[tuple[tuple[Hashable, ...], Forecaster]]] = {}
+    grids: dict[tuple[pd.Timestamp, str], np.ndarray] = {}
+
+    def dates_of(key: tuple[Hashable, ...]) -> np.ndarray:
+        row = store.row_of(key)
+        span = (store.last_ds[row], store.freq[row])
+        if span not in grids:
+            grids[span] = np.asarray(future_dates(*span, steps), dtype="datetime64[ns]")
+        return grids[span]
+
     for key in keys:
         try:
             model = store.get(key)
         except Exception as exc:
             done.append((key, _failed(key, np.full(1, _NAT), exc, coerce)))
             continue
+        kept = store.recall(key, steps)
+        if kept is not None:  # asked before while its model stayed cached
+            done.append((key, _Piece(key, dates_of(key), *kept)))
+            continue
         by_family.setdefault(type(model), []).append((key, model))
-    grids: dict[tuple[pd.Timestamp, str], np.ndarray] = {}
     for family, members in by_family.items():
         results = None  # without a batch: one by one, which also finds the key at fault
         if hasattr(family, "forecast_ahead"):
             with contextlib.suppress(Exception):
                 results = family.forecast_ahead([m for _, m in members], steps)
         for pos, (key, model) in enumerate(members):
-            row = store.row_of(key)
-            span = (store.last_ds[row], store.freq[row])
-            if span not in grids:
-                grids[span] = np.asarray(future_dates(*span, steps), dtype="datetime64[ns]")
-            dates = grids[span]
+            dates = dates_of(key)
             if results is not None:
-                done.append((key, _Piece(key, dates, *results[pos])))
-                continue
-            try:
-                out = _call(store, key, model, pd.DataFrame({"ds": dates}))
-            except Exception as exc:
-                done.append((key, _failed(key, dates, exc, coerce)))
-                continue
+                out = results[pos]
+            else:
+                try:
+                    out = _call(store, key, model, pd.DataFrame({"ds": dates}))
+                except Exception as exc:
+                    done.append((key, _failed(key, dates, exc, coerce)))
+                    continue
+            store.remember(key, steps, out, most=_MEMO_HORIZONS)
             done.append((key, _Piece(key, dates, *out)))
     return done
 

@@ -106,7 +106,8 @@ class Store:
         self._sha = self.manifest["model_sha256"].tolist()
         self.last_ds: list[pd.Timestamp] = pd.to_datetime(self.manifest["last_ds"]).tolist()
         self.freq: list[str] = self.manifest["freq"].tolist()
-        self._cache: OrderedDict[int, tuple[Forecaster, int]] = OrderedDict()
+        # row -> (model, its serialized size, its memo of horizon forecasts)
+        self._cache: OrderedDict[int, tuple[Forecaster, int, dict[int, Any]]] = OrderedDict()
         self._lock = threading.Lock()
         self.cache_size = parse_cache_size(cache_size)
         self.cache_bytes = parse_cache_bytes(cache_bytes)
@@ -163,15 +164,33 @@ class Store:
         with self._lock:
             self.loads += 1
             if row not in self._cache:
-                self._cache[row] = (model, len(blob))
+                self._cache[row] = (model, len(blob), {})
                 self.cached_bytes += len(blob)
             self._evict(self.cache_size, self.cache_bytes)
         return model
 
+    def recall(self, key: tuple[Hashable, ...], tag: Any) -> Any:
+        """What ``remember`` kept under ``tag`` beside ``key``'s cached model, or None."""
+        with self._lock:
+            hit = self._cache.get(self._rows.get(key, -1))
+            return hit[2].get(tag) if hit is not None else None
+
+    def remember(self, key: tuple[Hashable, ...], tag: Any, value: Any, most: int = 4) -> None:
+        """Keep ``value`` beside ``key``'s cached model (it goes when the model goes), at most
+        ``most`` tags per model, the oldest first out. A no-op when the model is not cached."""
+        with self._lock:
+            hit = self._cache.get(self._rows.get(key, -1))
+            if hit is None:
+                return
+            memo = hit[2]
+            memo[tag] = value
+            while len(memo) > most:
+                memo.pop(next(iter(memo)))
+
     def _evict(self, size: int, max_bytes: int) -> None:
         """Drop the least recently used models until both bounds hold (the newest stays)."""
         while len(self._cache) > size or (self.cached_bytes > max_bytes and len(self._cache) > 1):
-            _, (_, nbytes) = self._cache.popitem(last=False)
+            _, (_, nbytes, _) = self._cache.popitem(last=False)
             self.cached_bytes -= nbytes
 
     def _key(self, row: int) -> tuple[Any, ...]:
