@@ -161,7 +161,10 @@ def predict_frame(store: Store, frame: pd.DataFrame, errors: str = "raise") -> p
     columns, ds, horizon = _normalize(store, frame)
     dated = ~np.isnat(ds) | (horizon > 0)
     if not coerce and not dated.all():
-        raise ModelError(f"{int((~dated).sum())} input row(s): {_NO_DATE}")
+        raise ModelError(
+            f"{int((~dated).sum())} input row(s) have neither a ds nor a positive horizon: "
+            "give each row one of them"
+        )
     groups = _groups(columns)
     if not coerce:
         _check_known(store, list(groups))
