@@ -12,6 +12,9 @@ from manymodels.errors import DataError
 from manymodels.ingest import ingest
 from manymodels.tables import SparkTableStore, open_store
 
+# Spark ingest on a classic session; test_connect_tables.py reads file URIs under Connect
+pytestmark = pytest.mark.classic_only
+
 HEADER = "date,store,item,sales\n"
 
 

@@ -89,6 +89,7 @@ def test_scoring_twice_gives_the_same_rows(cfg, spark, scored):
     assert set(after["scoring_run_id"]) == {again.run_id}
 
 
+@pytest.mark.classic_only  # its scoring subprocess starts a classic session in either pass
 def test_a_killed_scoring_run_leaves_predictions_as_they_were(cfg, home, scored):
     store = open_store(cfg)
     ref = store.ref("gold", "predictions")

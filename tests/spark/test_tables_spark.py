@@ -8,6 +8,9 @@ import pytest
 from manymodels.errors import TableError
 from manymodels.tables import LocalDeltaStore, SparkTableStore
 
+# the Parquet table backend on a classic session; test_connect_tables.py runs it under Connect
+pytestmark = pytest.mark.classic_only
+
 
 @pytest.fixture
 def store(make_cfg, spark, request):
