@@ -38,13 +38,37 @@ def _package_dir() -> Path:
 
 
 def _version() -> str:
-    return importlib.metadata.version(_DIST)
+    try:
+        return importlib.metadata.version(_DIST)
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree (PYTHONPATH=src)
+        import manymodels
+
+        return str(manymodels.__version__)
+
+
+def _declared() -> list[str]:
+    """The requirement lines of the installed distribution, or of the source tree's
+    pyproject.toml when manymodels runs from a checkout without being installed."""
+    try:
+        return importlib.metadata.requires(_DIST) or []
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    pyproject = _package_dir().parent.parent / "pyproject.toml"
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10 without an installed distribution: nothing to read
+        return []
+    if not pyproject.is_file():
+        return []
+    with pyproject.open("rb") as handle:
+        project = tomllib.load(handle).get("project", {})
+    return [str(line) for line in project.get("dependencies", [])]
 
 
 def _core_requirements() -> list[Requirement]:
-    """The installed distribution's requirements outside any extra."""
+    """The declared requirements outside any extra."""
     found = []
-    for line in importlib.metadata.requires(_DIST) or []:
+    for line in _declared():
         try:
             req = Requirement(line)
         except InvalidRequirement:
