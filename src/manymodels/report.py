@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from manymodels.config import Config
-from manymodels.errors import DataError
+from manymodels.errors import DataError, SetupError
 from manymodels.tables import TableStore, open_store
 
 if TYPE_CHECKING:
@@ -79,6 +79,13 @@ def write_report(
     The plots are drawn on figures with their own Agg canvas: matplotlib's backend and pyplot's
     figures (a notebook's inline plots) are left as they were.
     """
+    try:
+        import matplotlib  # noqa: F401 - the plots need it; say so before any work
+    except ImportError:
+        raise SetupError(
+            "the report draws its plots with matplotlib, which is not installed: "
+            "pip install 'manymodels[local]' (or matplotlib)"
+        ) from None
     store = store or open_store(cfg)
     keys = list(cfg.data.keys)
     refs = {name: store.ref(layer, table) for name, (layer, table, _) in _TABLES.items()}
