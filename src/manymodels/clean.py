@@ -47,7 +47,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -56,10 +56,13 @@ from manymodels.config import Config, DataConfig
 from manymodels.errors import DataError
 from manymodels.locking import exclusive
 from manymodels.periods import ISO_DATES
-from manymodels.tables import TableStore, open_store
+from manymodels.tables import SparkTableStore, TableStore, open_store
 from manymodels.validate import check_columns
 
-__all__ = ["CleanResult", "clean", "clean_frame", "freq_anchor", "key_kinds"]
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+__all__ = ["CleanResult", "clean", "clean_frame", "freq_anchor", "key_kinds", "warn_long_gaps"]
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +275,29 @@ def clean_frame(
     """Pure pandas: bronze rows (text) → silver, quarantine and future frames plus counts.
 
     ``kinds_given`` overrides ``data.key_types`` (the DataFrame API passes the key columns'
-    own Spark types)."""
+    own Spark types). Every rule works within one key, so the rows of whole keys can be
+    cleaned apart and the results added up (the Spark clean does)."""
+    result = _clean_keys(raw, data, kinds_given)
+    warn_long_gaps(result.long_gaps, data)
+    return result
+
+
+def warn_long_gaps(long_gaps: Mapping[str, int], data: DataConfig) -> None:
+    """Log the keys whose gaps are too long to fill (``data.max_gap_periods``)."""
+    if long_gaps:
+        log.warning(
+            "clean: %d key(s) have gaps longer than data.max_gap_periods=%d, left missing "
+            "(not filled): %s",
+            len(long_gaps),
+            max_gap(data),
+            ", ".join(list(long_gaps)[:_SHOWN_GAPS]),
+        )
+
+
+def _clean_keys(
+    raw: pd.DataFrame, data: DataConfig, kinds_given: Mapping[str, KeyKind] | None = None
+) -> CleanResult:
+    """``clean_frame`` without the log line (a Spark task's log goes nowhere useful)."""
     check_columns(list(raw.columns), data)
     keys, regs = list(data.keys), list(data.regressors)
     kinds = {**key_kinds(data), **dict(kinds_given or {})}
@@ -352,14 +377,6 @@ def clean_frame(
     silver["ds"] = silver["ds"].astype("datetime64[ns]")
     reasons = quarantine["reason"].value_counts().to_dict() if len(quarantine) else {}
     gap_counts = silver["gap_reason"].value_counts().to_dict() if len(silver) else {}
-    if long_gaps:
-        log.warning(
-            "clean: %d key(s) have gaps longer than data.max_gap_periods=%d, left missing "
-            "(not filled): %s",
-            len(long_gaps),
-            max_gap(data),
-            ", ".join(list(long_gaps)[:_SHOWN_GAPS]),
-        )
     return CleanResult(
         rows_in=n_in,
         silver_rows=len(silver),
@@ -494,7 +511,7 @@ def _no_rows_message(result: CleanResult, src: str, data: DataConfig) -> str:
             f"no observed rows in {src}: all {result.rows_in:,} have an empty "
             f"{data.target_col} (future rows); check data.target_col"
         )
-    top = sorted(result.reasons.items(), key=lambda kv: -kv[1])
+    top = sorted(result.reasons.items(), key=lambda kv: (-kv[1], kv[0]))  # ties by name
     counts = ", ".join(f"{n:,} {r!r}" for r, n in top)
     advice = "; ".join(dict.fromkeys(_advice(r, data) for r, _ in top[:3]))
     n = result.quarantined
@@ -511,17 +528,26 @@ def _to_store_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @exclusive("clean")
-def clean(cfg: Config, store: TableStore | None = None) -> CleanResult:
+def clean(
+    cfg: Config, store: TableStore | None = None, *, spark: SparkSession | None = None
+) -> CleanResult:
     """Read bronze.sales_raw, write silver.sales, silver.sales_quarantine, silver.sales_future.
 
     Every check runs before anything is written; each table is replaced in one transaction.
+    On the Spark backend the rows are cleaned by Spark tasks, whole keys at a time, and never
+    reach the driver (``manymodels.clean_spark``; the result then holds the counts, not the
+    frames). The local backend cleans bronze in this process, all of it at once.
     """
     from manymodels.ingest import BRONZE_TABLE
 
-    store = store or open_store(cfg)
+    store = store or open_store(cfg, spark)
     src = store.ref("bronze", BRONZE_TABLE)
     store.require(src, "run `manymodels ingest SOURCE...` first")
     check_columns(store.schema(src).names, cfg.data, where=str(src))
+    if isinstance(store, SparkTableStore):
+        from manymodels.clean_spark import clean_spark
+
+        return clean_spark(cfg, store, src)
     raw = store.read_pandas(src)
     if raw.empty:
         raise DataError(f"{src} is empty; ingest some data first")

@@ -41,7 +41,12 @@ log = logging.getLogger(__name__)
 #: The tables each step may write, as (layer, table).
 STEP_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "ingest": (("bronze", "sales_raw"),),
-    "clean": (("silver", "sales"), ("silver", "sales_quarantine"), ("silver", "sales_future")),
+    "clean": (
+        ("silver", "sales"),
+        ("silver", "sales_quarantine"),
+        ("silver", "sales_future"),
+        ("silver", "sales__clean_stage"),  # the Spark clean's staging table (clean_spark.py)
+    ),
     "train": (("gold", "model_ledger"),),
     "promote": (("gold", "promotions"), ("gold", "model_quality")),
     "score": (
