@@ -85,6 +85,7 @@ def serve_command(
     env["MLFLOW_REGISTRY_URI"] = registry
     # MLflow starts uvicorn (and uv, for env_manager=uv) by name: this interpreter's scripts first
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a server log, not a tty
     if cache_size is not None:
         env[CACHE_SIZE_ENV] = str(cache_size)
     name = cfg.mlflow.model_name
