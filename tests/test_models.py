@@ -400,3 +400,31 @@ def test_forecast_ahead_batches_equal_predict_one_by_one() -> None:
             np.testing.assert_allclose(yhat, alone["yhat"], rtol=1e-12)
             np.testing.assert_allclose(lower, alone["yhat_lower"], rtol=1e-12)
             np.testing.assert_allclose(upper, alone["yhat_upper"], rtol=1e-12)
+
+
+def test_prophet_builds_its_features_once_per_prediction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prophet's predict asks for the same seasonality features twice; they are built once,
+    and the forecast (intervals included) is exactly what Prophet gives on its own."""
+    import contextlib
+
+    from prophet import Prophet
+
+    import manymodels.models.prophet as prophet_family
+
+    spec = ForecastSpec("D", 7, regressors=("promo",), regressor_defaults={"promo": 0.0})
+    history = promo_series(400)
+    model = get_family("prophet")(spec).fit(history)
+    future = future_of(history, spec, 14).assign(promo=1.0)
+    calls = []
+    build = Prophet.make_all_seasonality_features
+
+    def counted(self: Prophet, df: pd.DataFrame) -> object:
+        calls.append(id(df))
+        return build(self, df)
+
+    monkeypatch.setattr(Prophet, "make_all_seasonality_features", counted)
+    once = model.predict(future)
+    assert len(calls) == 1
+    monkeypatch.setattr(prophet_family, "_features_once", lambda m: contextlib.nullcontext())
+    pd.testing.assert_frame_equal(model.predict(future), once)
+    assert len(calls) == 3  # Prophet alone builds them twice

@@ -25,6 +25,7 @@ import logging
 import shutil
 import statistics
 import tempfile
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,15 +56,44 @@ def _prophet_class() -> Any:
     return Prophet
 
 
+#: Prophet draws its intervals from numpy's global RNG: one prediction at a time in a process
+#: (threads of a server), each from the same seed, or two would interleave their draws.
+_PREDICT_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _seeded_numpy(seed: int) -> Iterator[None]:
-    """Seed numpy's global RNG (Prophet samples from it) and restore its state afterwards."""
-    state = np.random.get_state()
-    np.random.seed(seed)
+    """Seed numpy's global RNG (Prophet samples from it) and restore its state afterwards,
+    holding ``_PREDICT_LOCK`` meanwhile."""
+    with _PREDICT_LOCK:
+        state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
+@contextlib.contextmanager
+def _features_once(model: Any) -> Iterator[None]:
+    """Prophet's ``predict`` builds the same seasonality, holiday and regressor features twice
+    from one frame (for the components, then again for the uncertainty draws), a third of its
+    time. Build them once per frame while ``model`` predicts: the same values, computed once.
+    Use it inside ``_seeded_numpy``, whose lock keeps two threads from patching one model.
+    """
+    build = model.make_all_seasonality_features
+    built: dict[int, tuple[pd.DataFrame, Any]] = {}
+
+    def once(df: pd.DataFrame) -> Any:
+        if id(df) not in built:  # the frame is kept, so its id is not reused meanwhile
+            built[id(df)] = (df, build(df))
+        return built[id(df)][1]
+
+    model.make_all_seasonality_features = once
     try:
         yield
     finally:
-        np.random.set_state(state)
+        del model.make_all_seasonality_features  # the class's method again
 
 
 def _seasonality(family: str, name: str, value: Any) -> Any:
@@ -188,7 +218,7 @@ class ProphetForecaster(Forecaster):
 
     def _predict(self, frame: pd.DataFrame, steps: IntArray) -> Intervals:
         df = frame[["ds", *self.spec.future_regressors]]
-        with _seeded_numpy(_SEED):
+        with _seeded_numpy(_SEED), _features_once(self._model):
             forecast = self._model.predict(df)
         yhat = forecast["yhat"].to_numpy(dtype="float64")
         if self.params["uncertainty_samples"] > 0:
