@@ -403,8 +403,9 @@ def test_forecast_ahead_batches_equal_predict_one_by_one() -> None:
 
 
 def test_prophet_builds_its_features_once_per_prediction(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Prophet's predict asks for the same seasonality features twice; they are built once,
-    and the forecast (intervals included) is exactly what Prophet gives on its own."""
+    """Prophet's predict asks for the same seasonality features twice; they are built once (and
+    the component matrix once per model), and the forecast, intervals included, is exactly
+    what Prophet gives on its own."""
     import contextlib
 
     from prophet import Prophet
@@ -425,6 +426,8 @@ def test_prophet_builds_its_features_once_per_prediction(monkeypatch: pytest.Mon
     monkeypatch.setattr(Prophet, "make_all_seasonality_features", counted)
     once = model.predict(future)
     assert len(calls) == 1
-    monkeypatch.setattr(prophet_family, "_features_once", lambda m: contextlib.nullcontext())
+    pd.testing.assert_frame_equal(model.predict(future), once)  # the component matrix kept
+    assert len(calls) == 2
+    monkeypatch.setattr(prophet_family, "_features_once", lambda m, c: contextlib.nullcontext())
     pd.testing.assert_frame_equal(model.predict(future), once)
-    assert len(calls) == 3  # Prophet alone builds them twice
+    assert len(calls) == 4  # Prophet alone builds them twice
