@@ -13,9 +13,11 @@ model cache of ``--cache`` models on loopback, and measures over HTTP:
 
 Each figure is printed beside its baseline measured in the same run: the same forecasts made
 in this process by ``ModelSet.predict`` (no HTTP, no MLflow), so the ratio is the server's own
-overhead. To keep the set-up short, ``--distinct`` series are fitted and their models are
-registered again under the other keys; the server still loads and verifies each key's bytes
-on its own, so cold loads and the cache behave as with distinct models.
+overhead; and MLflow's server floor: a model with the same signature that returns a ready
+answer of the same shape, served the same way. To keep the set-up short, ``--distinct``
+series are fitted and their models are registered again under the other keys; the server
+still loads and verifies each key's bytes on its own, so cold loads and the cache behave as
+with distinct models.
 
     .venv/bin/python benchmarks/serve_latency.py --family ridge
     .venv/bin/python benchmarks/serve_latency.py --family prophet --distinct 20
@@ -161,6 +163,47 @@ def _in_process(cfg: Any, cache: int, keys: list[int]) -> dict[str, float]:
     }
 
 
+def _start(argv: list[str], env: dict[str, str], log: Path, port: int) -> subprocess.Popen[Any]:
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    wait_ready(proc, "127.0.0.1", port, 180, log)
+    return proc
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _server_floor(cfg: Any, answer: pd.DataFrame, env: dict[str, str], folder: Path) -> list[float]:
+    """The MLflow scoring server's own cost: a model with the set's signature that returns a
+    ready answer of the same shape, served the same way, asked the same one-key request."""
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    class Ready(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+            return answer
+
+    signature = Model.load(str(registry.load_model_set(cfg).path)).signature
+    path = folder / "ready_model"
+    mlflow.pyfunc.save_model(str(path), python_model=Ready(), signature=signature)
+    port = _free_port()
+    argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(path)]
+    argv += ["--env-manager", "local", "--port", str(port), "--host", "127.0.0.1"]
+    env = {**env, "PATH": os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])}
+    proc = _start(argv, env, folder / "floor.log", port)
+    try:
+        client = Client(port)
+        return [client.post([_key(j % 100)]) for j in range(520)][20:]
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=60)
+
+
 def _concurrent(port: int, keys: list[int], clients: int, seconds: float) -> float:
     done = [0] * clients
     stop = time.monotonic() + seconds
@@ -196,22 +239,12 @@ def main() -> None:
     rng = np.random.default_rng(0)
     order = [int(i) for i in rng.permutation(args.keys)]
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    log = home.parent / "server.log"
+    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MANYMODELS_")}
     cmd = [sys.executable, "-m", "manymodels.cli", "--home", str(home), "-q", "serve"]
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [*cmd, "--port", str(port), "--cache-size", str(args.cache)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    cmd += ["--port", str(port), "--cache-size", str(args.cache)]
+    server = _start(cmd, env, home.parent / "server.log", port)
     try:
-        wait_ready(server, "127.0.0.1", port, 180, log)
         client = Client(port)
         client.post([_key(order[-1])])  # the first request pays for imports: not a cold key
         rss_start = _tree_rss_mb(server.pid)
@@ -237,6 +270,8 @@ def main() -> None:
         server.wait(timeout=60)
 
     base = _in_process(cfg, args.cache, order)
+    answer = registry.load_model_set(cfg).predict(pd.DataFrame([_key(order[0])]), errors="coerce")
+    floor = _server_floor(cfg, answer, env, home.parent)
     served = {
         "cold_p50": _pct(cold, 50),
         "cold_p99": _pct(cold, 99),
@@ -250,6 +285,11 @@ def main() -> None:
     print(f"{'':<14}{'server ms':>12}{'in-process ms':>15}{'ratio':>8}")
     for name, value in served.items():
         print(f"{name:<14}{value:>12.1f}{base[name]:>15.1f}{value / base[name]:>8.1f}")
+    print(
+        f"MLflow's server floor (a model that returns a ready {HORIZON}-row answer): "
+        f"p50 {_pct(floor, 50):.1f} ms, p99 {_pct(floor, 99):.1f} ms; warm p50 above it: "
+        f"{served['warm_p50'] - _pct(floor, 50):.1f} ms"
+    )
     print(f"requests/s with {args.clients} clients (one warm key each): {rps:.0f}")
     print(
         f"server RSS: {rss_start:.0f} MB after start, {rss[1_000]:.0f} MB after 1,000 keys, "
