@@ -119,6 +119,20 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+def _figures(
+    cold: list[float], warm: list[float], repeat: list[float], batch: list[float]
+) -> dict[str, float]:
+    return {
+        "cold_p50": _pct(cold, 50),
+        "cold_p99": _pct(cold, 99),
+        "warm_p50": _pct(warm, 50),
+        "warm_p99": _pct(warm, 99),
+        "repeat_p50": _pct(repeat, 50),
+        "repeat_p99": _pct(repeat, 99),
+        "keys100_p50": _pct(batch, 50),
+    }
+
+
 def _tree_rss_mb(pid: int) -> float:
     proc = psutil.Process(pid)
     procs = [proc, *proc.children(recursive=True)]
@@ -152,15 +166,7 @@ def _in_process(cfg: Any, cache: int, keys: list[int]) -> dict[str, float]:
         started = time.perf_counter()
         ms.predict(hundred)
         batch.append((time.perf_counter() - started) * 1000)
-    return {
-        "cold_p50": _pct(cold, 50),
-        "cold_p99": _pct(cold, 99),
-        "warm_p50": _pct(warm, 50),
-        "warm_p99": _pct(warm, 99),
-        "repeat_p50": _pct(repeat, 50),
-        "repeat_p99": _pct(repeat, 99),
-        "keys100_p50": _pct(batch, 50),
-    }
+    return _figures(cold, warm, repeat, batch)
 
 
 def _start(argv: list[str], env: dict[str, str], log: Path, port: int) -> subprocess.Popen[Any]:
@@ -272,15 +278,7 @@ def main() -> None:
     base = _in_process(cfg, args.cache, order)
     answer = registry.load_model_set(cfg).predict(pd.DataFrame([_key(order[0])]), errors="coerce")
     floor = _server_floor(cfg, answer, env, home.parent)
-    served = {
-        "cold_p50": _pct(cold, 50),
-        "cold_p99": _pct(cold, 99),
-        "warm_p50": _pct(warm, 50),
-        "warm_p99": _pct(warm, 99),
-        "repeat_p50": _pct(repeat, 50),
-        "repeat_p99": _pct(repeat, 99),
-        "keys100_p50": _pct(batch, 50),
-    }
+    served = _figures(cold, warm, repeat, batch)
     print(f"family {args.family}, {args.keys:,} keys, cache {args.cache}, horizon {HORIZON}")
     print(f"{'':<14}{'server ms':>12}{'in-process ms':>15}{'ratio':>8}")
     for name, value in served.items():

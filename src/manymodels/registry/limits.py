@@ -11,13 +11,11 @@ before any model is loaded, with a message saying which bound and how to split t
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 
-from manymodels.errors import ConfigError, ModelError
-from manymodels.registry.store import Store
+from manymodels.errors import ModelError
+from manymodels.registry.store import Store, positive_setting
 
 __all__ = ["MAX_OUTPUT_ENV", "MAX_ROWS_ENV", "check_request_size"]
 
@@ -27,16 +25,7 @@ _DEFAULTS = {MAX_ROWS_ENV: 10_000, MAX_OUTPUT_ENV: 1_000_000}
 
 
 def _limit(env: str) -> int:
-    raw = os.environ.get(env, "")
-    if not raw:
-        return _DEFAULTS[env]
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"${env} must be an integer, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"${env} must be at least 1, got {value}")
-    return value
+    return positive_setting(None, env, _DEFAULTS[env], f"${env}")
 
 
 def check_request_size(store: Store, frame: pd.DataFrame) -> None:

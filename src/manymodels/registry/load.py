@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from manymodels.models import Forecaster
 
-__all__ = ["ModelSet", "get_alias_version", "load_model_set"]
+__all__ = ["ModelSet", "get_alias_version", "load_model_set", "resolve_version"]
 
 
 class ModelSet:
@@ -145,20 +145,14 @@ def _download(client: MlflowClient, cfg: Config, name: str, version: int) -> Pat
     return final
 
 
-def load_model_set(
-    cfg: Config,
-    alias: str = "champion",
-    version: int | None = None,
-    *,
-    cache_size: int | None = None,
-) -> ModelSet:
-    """Resolve ``alias`` (or ``version``) of ``cfg.mlflow.model_name`` and open that model set."""
+def resolve_version(cfg: Config, alias: str | None, version: int | None) -> tuple[int, Any]:
+    """``version`` if ``cfg.mlflow.model_name`` has it, else the version ``alias`` (default
+    champion) points at; with its MLflow ModelVersion. ModelError saying what to run if none."""
     from mlflow.exceptions import MlflowException
 
-    client = client_for(cfg)
     name = cfg.mlflow.model_name
-    found_by_alias = version is None
     if version is None:
+        alias = alias or "champion"
         found = get_alias_version(cfg, alias)
         if found is None:
             step = "promote" if alias == "champion" else "train"
@@ -167,12 +161,27 @@ def load_model_set(
             )
         version = found
     try:
-        mv = client.get_model_version(name, str(version))
+        mv = client_for(cfg).get_model_version(name, str(version))
     except MlflowException:
         raise ModelError(
             f"model {name!r} has no version {version}; list versions in the MLflow UI "
             "or load by alias"
         ) from None
+    return int(version), mv
+
+
+def load_model_set(
+    cfg: Config,
+    alias: str = "champion",
+    version: int | None = None,
+    *,
+    cache_size: int | None = None,
+) -> ModelSet:
+    """Resolve ``alias`` (or ``version``) of ``cfg.mlflow.model_name`` and open that model set."""
+    client = client_for(cfg)
+    name = cfg.mlflow.model_name
+    found_by_alias = version is None
+    version, mv = resolve_version(cfg, alias, version)
     path = _download(client, cfg, name, int(version))
     run_id = str(mv.tags.get("run_id") or mv.run_id or "")
     return ModelSet(name, int(version), run_id, alias if found_by_alias else None, path, cache_size)

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from manymodels.config import Config
-from manymodels.errors import ConfigError, ModelError, SetupError
-from manymodels.registry.client import client_for, uris
-from manymodels.registry.load import get_alias_version
+from manymodels.errors import ConfigError, SetupError
+from manymodels.registry.client import uris
+from manymodels.registry.load import resolve_version
 from manymodels.registry.store import CACHE_SIZE_ENV
 
 __all__ = ["ENV_MANAGERS", "ServeCommand", "serve_command", "wait_ready"]
@@ -40,26 +40,6 @@ class ServeCommand:
     url: str
 
 
-def _version(cfg: Config, alias: str | None, version: int | None) -> int:
-    from mlflow.exceptions import MlflowException
-
-    name = cfg.mlflow.model_name
-    if version is not None:
-        try:
-            client_for(cfg).get_model_version(name, str(version))
-        except MlflowException:
-            raise ModelError(f"model {name!r} has no version {version}") from None
-        return version
-    alias = alias or "champion"
-    found = get_alias_version(cfg, alias)
-    if found is None:
-        step = "promote" if alias == "champion" else "train"
-        raise ModelError(
-            f"no version of model {name!r} has alias {alias!r}; run `manymodels {step}` first"
-        )
-    return found
-
-
 def serve_command(
     cfg: Config,
     *,
@@ -78,7 +58,7 @@ def serve_command(
         raise ConfigError(f"port must be between 1 and 65535, got {port}")
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
-    served = _version(cfg, alias, version)
+    served, _ = resolve_version(cfg, alias, version)
     tracking, registry = uris(cfg)
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = tracking

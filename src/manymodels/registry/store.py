@@ -42,7 +42,8 @@ def _load_forecaster(blob: bytes, sha256: str) -> Forecaster:
     return loads(blob, sha256)
 
 
-def _positive_int(value: Any, env: str, default: int, what: str) -> int:
+def positive_setting(value: Any, env: str, default: int, what: str) -> int:
+    """``value``, else ``$env``, else ``default``: a whole number >= 1 (ConfigError if not)."""
     raw = value if value is not None else os.environ.get(env)
     if raw is None or raw == "":
         return default
@@ -57,12 +58,12 @@ def _positive_int(value: Any, env: str, default: int, what: str) -> int:
 
 def parse_cache_size(value: Any = None) -> int:
     """The model cache size: ``value``, else ``$MANYMODELS_CACHE_SIZE``, else 256."""
-    return _positive_int(value, CACHE_SIZE_ENV, _DEFAULT_CACHE_SIZE, "model cache size")
+    return positive_setting(value, CACHE_SIZE_ENV, _DEFAULT_CACHE_SIZE, "model cache size")
 
 
 def parse_cache_bytes(value: Any = None) -> int:
     """The cache's byte bound: ``value``, else ``$MANYMODELS_CACHE_BYTES``, else 1 GiB."""
-    return _positive_int(value, CACHE_BYTES_ENV, _DEFAULT_CACHE_BYTES, "model cache bytes")
+    return positive_setting(value, CACHE_BYTES_ENV, _DEFAULT_CACHE_BYTES, "model cache bytes")
 
 
 class Store:
