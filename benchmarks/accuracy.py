@@ -19,10 +19,21 @@ CPU of the fits and forecasts (workers' process_time plus reaped children, i.e. 
 key; wall s: the pool run. The last line per data set names the best configuration that
 forecast every key (ties prefer ``default``, then presets).
 
+Pooled family (``--pooled store`` and/or ``--pooled all``): one ``PooledForecaster``
+(``manymodels.models.pooled``) per store over its items (per value of the first key column),
+or one for every series, fitted on the same silver rows (gap-filled targets missing) and asked
+for the test rows; its horizon is the test span unless ``--pooled-param horizon=N`` says
+otherwise; ``--pooled-param KEY=VALUE`` sets any of its parameters. The models are fitted in
+the same Pool (one LightGBM thread per model); core-s/key: the CPU of every fit and forecast
+divided by the series. One line per granularity: ``accuracy dataset=... partition=<store|all>
+<metric>=... keys_without_forecast=...``. With --pooled and no --config/--preset, only the
+pooled rows run (the references always do).
+
 Run: ``.venv/bin/python benchmarks/accuracy.py [--dataset store_item|rossmann|all]
 [--config "NAME=KEY=VALUE[;KEY=VALUE...]"]... [--preset NAME]... [--keys N] [--workers 2]
-[--json FILE] [--data ../shared/data]``; ``--config default`` is the library's default
-configuration. With no --config/--preset: default and the presets fast, balanced, best.
+[--pooled store|all]... [--pooled-param KEY=VALUE]... [--json FILE] [--data ../shared/data]``;
+``--config default`` is the library's default configuration. With no --config/--preset/--pooled:
+default and the presets fast, balanced, best.
 """
 
 from __future__ import annotations
@@ -311,6 +322,171 @@ def run_library(ds: Dataset, cfg: Any, test: pd.DataFrame, args: argparse.Namesp
     }
 
 
+# --------------------------------------------------------------------------- pooled family
+
+_POOLED: dict[str, Any] = {}  # set before the Pool forks: history, future, spec, params
+
+
+def pooled_frames(
+    ds: Dataset, cfg: Any, train: pd.DataFrame, test: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(history, future): clean_frame's silver as one long model history (gap-filled targets
+    missing unless data.fill=zero, as ``partition.history_frame`` does per key) and the test
+    rows' keys, dates and regressors (from clean's future rows), on the test rows' index."""
+    from manymodels.clean import clean_frame
+
+    keys, regs = list(cfg.data.keys), list(cfg.data.regressors)
+    raw = train
+    if ds.regressors:
+        raw = pd.concat([train, test.assign(**{ds.target: np.nan})], ignore_index=True)
+    res = clean_frame(raw, cfg.data)
+    silver = res.silver
+    y = pd.to_numeric(silver["y"], errors="coerce").astype("float64")
+    if "is_filled" in silver.columns and cfg.data.fill != "zero":
+        y = y.mask(silver["is_filled"].fillna(False).astype(bool))
+    history = silver[[*keys, "ds", *regs]].assign(y=y.to_numpy())
+    future = pd.DataFrame(index=test.index)
+    for src, k in zip(ds.keys, keys, strict=True):
+        kind = history[k].dtype
+        values = test[src]
+        future[k] = (
+            values.astype(kind) if pd.api.types.is_numeric_dtype(kind) else values.astype(str)
+        )
+    future["ds"] = pd.to_datetime(test[ds.time_col]).to_numpy()
+    if regs:
+        known = res.future[[*keys, "ds", *regs]].drop_duplicates([*keys, "ds"])
+        merged = future.reset_index().merge(known, on=[*keys, "ds"], how="left")
+        future = merged.set_index("index").rename_axis(test.index.name)
+    return history, future
+
+
+def _pooled_task(group: Any) -> dict[str, Any]:
+    from manymodels.models.pooled import PooledForecaster
+
+    history, future = _POOLED["history"], _POOLED["future"]
+    col = _POOLED["group_col"]
+    if col is not None:
+        history, future = history[history[col] == group], future[future[col] == group]
+    c0 = _cpu()
+    res: dict[str, Any] = {"group": group, "index": [], "yhat": [], "error": None, "series": 0}
+    try:
+        model = PooledForecaster(_POOLED["spec"], _POOLED["keys"], _POOLED["params"])
+        model.fit(history)
+        res["series"] = len(model.series)
+        ok = model.known(future)
+        out = model.predict(future[ok])
+        res.update(index=list(future.index[ok]), yhat=out["yhat"].to_numpy().tolist())
+    except Exception as exc:  # a failed group: its series are keys without forecast
+        res["error"] = f"{type(exc).__name__}: {exc}"
+    res["cpu"] = _cpu() - c0
+    return res
+
+
+def poisson_floor(forecast: Any) -> float:
+    """The SMAPE expected if every actual were a Poisson draw around its forecast: the noise
+    floor of a forecast at that level when the data are Poisson (store-item's noise behaves so;
+    for Poisson counts the SMAPE-optimal point forecast is the mean itself)."""
+    from scipy.stats import poisson
+
+    lam = np.asarray(forecast, dtype="float64")
+    lam = lam[np.isfinite(lam)]
+    if lam.size == 0:
+        return math.nan
+    top = int(lam.max() + 12 * math.sqrt(lam.max()) + 30)
+    a = np.arange(top + 1, dtype="float64")
+    total = 0.0
+    for part in np.array_split(lam, max(1, lam.size // 2000)):
+        p = poisson.pmf(a[None, :], part[:, None])
+        denom = a[None, :] + part[:, None]
+        terms = np.where(
+            denom == 0,
+            0.0,
+            200 * np.abs(a[None, :] - part[:, None]) / np.where(denom == 0, 1.0, denom),
+        )
+        total += float((p * terms).sum())
+    return total / lam.size
+
+
+def parse_pooled_params(items: list[str] | None) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for item in items or []:
+        name, _, value = item.partition("=")
+        out[name.strip()] = yaml.safe_load(value)
+    return out
+
+
+def run_pooled(ds: Dataset, test: pd.DataFrame, partition: str, args: argparse.Namespace) -> dict:
+    """The pooled family at one granularity ('store': per first key value; 'all')."""
+    from manymodels.partition import forecast_spec
+
+    cfg = _POOLED["cfg"]
+    keys = list(cfg.data.keys)
+    col = keys[0] if partition == "store" else None
+    horizon = len(pd.date_range(ds.train_end, ds.test_end, freq=cfg.data.freq)) - 1
+    params = {"horizon": horizon, **parse_pooled_params(args.pooled_param)}
+    _POOLED.update(group_col=col, keys=keys, params=params, spec=forecast_spec(cfg))
+    groups = [None] if col is None else sorted(_POOLED["history"][col].unique())
+    t0 = time.perf_counter()
+    with mp.get_context("fork").Pool(min(args.workers, len(groups)), _init_worker) as pool:
+        results = pool.map(_pooled_task, groups, chunksize=1)
+    wall = time.perf_counter() - t0
+    forecast = pd.Series(np.nan, index=test.index, dtype="float64")
+    for r in results:
+        forecast.loc[r["index"]] = r["yhat"]
+    n_series = len(test[ds.keys].drop_duplicates())
+    return {
+        **score_rows(ds, test, forecast),
+        "core_s_per_key": sum(r["cpu"] for r in results) / max(1, n_series),
+        "wall_s": wall,
+        "models": len(results),
+        "poisson_floor": poisson_floor(forecast) if ds.metric == "smape" else math.nan,
+        "params": params,
+        "examples": [f"{r['group']}: {r['error']}"[:240] for r in results if r["error"]][:3],
+    }
+
+
+def run_pooled_rows(
+    ds: Dataset, args: argparse.Namespace, rows: list, base: dict[str, Any], test: pd.DataFrame
+) -> None:
+    train, _ = split(ds, ds.frame)
+    cfg = load_cfg(ds.overrides)
+    t0 = time.perf_counter()
+    history, future = pooled_frames(ds, cfg, train, test)
+    _POOLED.update(cfg=cfg, history=history, future=future)
+    print(f"  pooled: history {len(history):,} rows ({time.perf_counter() - t0:.1f} s)")
+    for partition in args.pooled:
+        if partition == "store" and len(ds.keys) < 2:
+            print(f"  skip pooled partition=store: {ds.name} has a single key column")
+            continue
+        res = run_pooled(ds, test, partition, args)
+        config = f"pooled partition={partition}"
+        rows.append({**base, "config": config, "kind": "pooled", "partition": partition, **res})
+        print(
+            f"  {config}: {ds.metric}={res['value']:.4g}, keys without forecast "
+            f"{res['keys_without_forecast']}, {res['models']} model(s), core-s/series "
+            f"{res['core_s_per_key']:.3f}, wall {res['wall_s']:.1f} s, Poisson floor at this "
+            f"forecast {res['poisson_floor']:.4g}, params {res['params']}",
+            flush=True,
+        )
+        for example in res["examples"]:
+            print(f"    e.g. {example}")
+
+
+def pooled_lines(name: str, rows: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for r in rows:
+        if r["kind"] != "pooled":
+            continue
+        value = f"{r['value']:.2f}" if r["metric"] == "smape" else f"{r['value']:.3f}"
+        out.append(
+            f"accuracy dataset={name} partition={r['partition']} {r['metric']}={value} "
+            f"keys_without_forecast={r['keys_without_forecast']}"
+        )
+    return out
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -338,6 +514,8 @@ def parse_configs(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         name, _, rest = text.partition("=")
         out.append((name.strip(), [o.strip() for o in rest.split(";") if o.strip()]))
     out += [(p, [f"train.preset={p}"]) for p in args.preset or []]
+    if getattr(args, "pooled", None):
+        return out
     return out or [("default", []), *((p, [f"train.preset={p}"]) for p in DEFAULT_PRESETS)]
 
 
@@ -361,6 +539,9 @@ def run_dataset(
         cpu, wall = time.process_time() - c0, time.perf_counter() - t0
         res = {**score_rows(ds, test, forecast), "core_s_per_key": cpu / n_keys, "wall_s": wall}
         rows.append({**base, "config": name, "kind": "reference", **res})
+    if args.pooled:
+        run_pooled_rows(ds, args, rows, base, test)
+        save()
     prepared = None
     for name, overrides in configs:
         try:
@@ -427,6 +608,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keys", type=int, default=None, help="only the first N keys")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=None, help="keys per task (default auto)")
+    parser.add_argument(
+        "--pooled",
+        action="append",
+        choices=["store", "all"],
+        help="pooled rows at this granularity",
+    )
+    parser.add_argument("--pooled-param", action="append", help="KEY=VALUE for the pooled model")
     parser.add_argument("--json", type=Path, default=None, help="write the rows to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -456,7 +644,10 @@ def main(argv: list[str] | None = None) -> None:
     save()
     print()
     for name, rows in tables.items():
-        print(headline(name, rows))
+        if any(r["kind"] == "library" for r in rows) or not args.pooled:
+            print(headline(name, rows))
+        for line in pooled_lines(name, rows):
+            print(line)
 
 
 if __name__ == "__main__":
