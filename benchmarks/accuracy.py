@@ -25,9 +25,11 @@ or one for every series, fitted on the same silver rows (gap-filled targets miss
 for the test rows; its horizon is the test span unless ``--pooled-param horizon=N`` says
 otherwise; ``--pooled-param KEY=VALUE`` sets any of its parameters. The models are fitted in
 the same Pool (one LightGBM thread per model); core-s/key: the CPU of every fit and forecast
-divided by the series. One line per granularity: ``accuracy dataset=... partition=<store|all>
-<metric>=... keys_without_forecast=...``. With --pooled and no --config/--preset, only the
-pooled rows run (the references always do).
+divided by the series; coverage: the share of test rows inside [yhat_lower, yhat_upper]
+(``train.interval_width``, 0.8 by default); Poisson floor: the SMAPE expected if the actuals
+were Poisson draws around the forecast (see ``poisson_floor``). One line per granularity:
+``accuracy dataset=... partition=<store|all> <metric>=... keys_without_forecast=...``. With
+--pooled and no --config/--preset, only the pooled rows run (the references always do).
 
 Run: ``.venv/bin/python benchmarks/accuracy.py [--dataset store_item|rossmann|all]
 [--config "NAME=KEY=VALUE[;KEY=VALUE...]"]... [--preset NAME]... [--keys N] [--workers 2]
@@ -369,6 +371,7 @@ def _pooled_task(group: Any) -> dict[str, Any]:
         history, future = history[history[col] == group], future[future[col] == group]
     c0 = _cpu()
     res: dict[str, Any] = {"group": group, "index": [], "yhat": [], "error": None, "series": 0}
+    res.update(lower=np.empty(0), upper=np.empty(0))
     try:
         model = PooledForecaster(_POOLED["spec"], _POOLED["keys"], _POOLED["params"])
         model.fit(history)
@@ -376,6 +379,7 @@ def _pooled_task(group: Any) -> dict[str, Any]:
         ok = model.known(future)
         out = model.predict(future[ok])
         res.update(index=list(future.index[ok]), yhat=out["yhat"].to_numpy().tolist())
+        res.update(lower=out["yhat_lower"].to_numpy(), upper=out["yhat_upper"].to_numpy())
     except Exception as exc:  # a failed group: its series are keys without forecast
         res["error"] = f"{type(exc).__name__}: {exc}"
     res["cpu"] = _cpu() - c0
@@ -433,14 +437,19 @@ def run_pooled(ds: Dataset, test: pd.DataFrame, partition: str, args: argparse.N
         results = pool.map(_pooled_task, groups, chunksize=1)
     wall = time.perf_counter() - t0
     forecast = pd.Series(np.nan, index=test.index, dtype="float64")
+    lower, upper = forecast.copy(), forecast.copy()
     for r in results:
         forecast.loc[r["index"]] = r["yhat"]
+        lower.loc[r["index"]], upper.loc[r["index"]] = r["lower"], r["upper"]
+    actual = test[ds.target].astype("float64")
+    inside = (actual >= lower) & (actual <= upper)
     n_series = len(test[ds.keys].drop_duplicates())
     return {
         **score_rows(ds, test, forecast),
         "core_s_per_key": sum(r["cpu"] for r in results) / max(1, n_series),
         "wall_s": wall,
         "models": len(results),
+        "coverage": float(inside[forecast.notna()].mean()),
         "poisson_floor": poisson_floor(forecast) if ds.metric == "smape" else math.nan,
         "params": params,
         "examples": [f"{r['group']}: {r['error']}"[:240] for r in results if r["error"]][:3],
@@ -463,11 +472,13 @@ def run_pooled_rows(
         res = run_pooled(ds, test, partition, args)
         config = f"pooled partition={partition}"
         rows.append({**base, "config": config, "kind": "pooled", "partition": partition, **res})
+        floor = res["poisson_floor"]
+        floor = f", Poisson floor at this forecast {floor:.4g}" if math.isfinite(floor) else ""
         print(
             f"  {config}: {ds.metric}={res['value']:.4g}, keys without forecast "
             f"{res['keys_without_forecast']}, {res['models']} model(s), core-s/series "
-            f"{res['core_s_per_key']:.3f}, wall {res['wall_s']:.1f} s, Poisson floor at this "
-            f"forecast {res['poisson_floor']:.4g}, params {res['params']}",
+            f"{res['core_s_per_key']:.3f}, wall {res['wall_s']:.1f} s, interval coverage "
+            f"{res['coverage']:.3f}{floor}, params {res['params']}",
             flush=True,
         )
         for example in res["examples"]:

@@ -18,10 +18,10 @@ from manymodels.models.pooled.design import Design, Float32Array, Layout, layout
 from manymodels.models.pooled.panel import (
     Panel,
     build_panel,
-    columns_of,
-    numeric,
-    period_dates,
+    dates_at,
+    extend,
     series_codes,
+    tail_of,
     to_dates,
 )
 from manymodels.models.spec import FloatArray, ForecastSpec, IntArray
@@ -135,7 +135,7 @@ class PooledForecaster:
         """The key values of the series it serves, sorted, with their last history period."""
         _, tail, _ = self._fitted()
         out = tail.series.copy()
-        out["last_ds"] = _dates_at(tail, tail.last, self.spec)
+        out["last_ds"] = dates_at(tail, tail.last, self.spec)
         return out
 
     def known(self, frame: pd.DataFrame) -> np.ndarray:
@@ -199,11 +199,11 @@ class PooledForecaster:
             horizon,
         )
         self.backtest = panel.series.iloc[cal_s].reset_index(drop=True)
-        self.backtest["ds"] = _dates_at(panel, cal_t, self.spec)
+        self.backtest["ds"] = dates_at(panel, cal_t, self.spec)
         self.backtest["step"] = cal_t - cal_o
         self.backtest["y"], self.backtest["yhat"] = actual, yhat
         self._booster = self._train(lgb, design, panel, s, t, o)
-        self._tail = _tail(panel, self.layout.lookback, self.spec)
+        self._tail = tail_of(panel, self.layout.lookback, self.spec)
         self._nonneg, self._codes, self.n_obs = nonneg, codes, n_obs.astype("int64")
         log.info(
             "pooled model: %d series, %d training rows, %d features, %.1f s",
@@ -304,14 +304,14 @@ class PooledForecaster:
             )
         if history is not None:
             given = build_panel(history, keys, self.spec, series=tail.series)
-            tail = _tail(given, self.layout.lookback, self.spec)
+            tail = tail_of(given, self.layout.lookback, self.spec)
         out = future[keys].copy()
         out["ds"] = to_dates(future["ds"], "future").to_numpy()
         if len(future) == 0:
             return out.assign(yhat=np.nan, yhat_lower=np.nan, yhat_upper=np.nan)
         if (tail.last[s] < 0).any():
             raise DataError("history holds no rows of some requested series; pass their rows")
-        panel, t = _extend(tail, future, s, self.spec)
+        panel, t = extend(tail, future, s, self.spec)
         o = panel.last[s]
         design = Design(panel, self.spec, self.layout, self._codes)
         x, sc = design.rows(s, t, o)
@@ -338,7 +338,7 @@ class PooledForecaster:
         cols = np.repeat(tail.last[s], horizon) + np.tile(steps, len(s))
         future = chosen[list(self.keys)].iloc[np.repeat(np.arange(len(s)), horizon)]
         future = future.reset_index(drop=True)
-        future["ds"] = _dates_at(tail, cols, self.spec)
+        future["ds"] = dates_at(tail, cols, self.spec)
         return self.predict(future)
 
 
@@ -384,60 +384,3 @@ def _subset(panel: Panel, keep: np.ndarray) -> Panel:
         panel.regs[keep],
         panel.last[keep],
     )
-
-
-def _dates_at(panel: Panel, cols: IntArray, spec: ForecastSpec) -> np.ndarray:
-    """The period labels of (non-negative) panel columns."""
-    cols = np.asarray(cols, dtype="int64")
-    n = int(cols.max()) + 1 if cols.size else 0
-    return period_dates(panel.base, n, spec).to_numpy()[cols]
-
-
-def _tail(panel: Panel, lookback: int, spec: ForecastSpec) -> Panel:
-    """The last ``lookback`` periods through every series' origin: what a forecast reads."""
-    first = max(0, int(panel.last[panel.last >= 0].min()) - lookback + 1)
-    base = pd.Timestamp(_dates_at(panel, np.array([first]), spec)[0])
-    last = np.where(panel.last >= 0, panel.last - first, -1)
-    return Panel(panel.series, base, panel.y[:, first:].copy(), panel.regs[:, first:].copy(), last)
-
-
-def _extend(
-    tail: Panel, future: pd.DataFrame, s: IntArray, spec: ForecastSpec
-) -> tuple[Panel, IntArray]:
-    """The panel with the future's columns, its regressor values placed, and the future rows'
-    columns. A regressor value the future does not give (or a regressor not known ahead)
-    takes its default when the spec gives one, else the series' value at its origin."""
-    t = columns_of(to_dates(future["ds"], "future"), tail.base, spec, "future")
-    early = t <= tail.last[s]
-    if early.any():
-        i = int(np.argmax(early))
-        end = _dates_at(tail, tail.last[s[i : i + 1]], spec)[0]
-        raise DataError(
-            f"future date {pd.Timestamp(future['ds'].iloc[i]).date()} of series "
-            f"{future[list(tail.series.columns)].iloc[i].to_dict()} is not after its history "
-            f"end {pd.Timestamp(end).date()}; forecast dates must follow the history"
-        )
-    n_cols = max(tail.n_cols, int(t.max()) + 1)
-    flat = s * n_cols + t
-    if len(np.unique(flat)) != len(flat):
-        raise DataError("future frame has several rows for one series and ds; keep one")
-    pad = n_cols - tail.n_cols
-    y = np.pad(tail.y, ((0, 0), (0, pad)), constant_values=np.nan)
-    regs = np.pad(tail.regs, ((0, 0), (0, pad), (0, 0)), constant_values=np.nan)
-    after = np.arange(n_cols)[None, :] > tail.last[:, None]
-    for j, name in enumerate(spec.regressors):
-        opt = spec.option(name)
-        if name in spec.regressor_defaults:
-            fill = np.full(
-                len(tail.series),
-                float(opt.apply(np.array([spec.regressor_defaults[name]]), name)[0]),
-            )
-        else:
-            fill = regs[np.arange(len(tail.series)), np.maximum(tail.last, 0), j]
-        layer = np.where(after, fill[:, None], regs[:, :, j])
-        if opt.future and name in future.columns:
-            given = opt.apply(numeric(future[name]), name)
-            ok = np.isfinite(given)
-            layer[s[ok], t[ok]] = given[ok]
-        regs[:, :, j] = layer
-    return Panel(tail.series, tail.base, y, regs, tail.last), t

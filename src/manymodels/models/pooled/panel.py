@@ -13,7 +13,19 @@ import pandas as pd
 from manymodels.errors import DataError
 from manymodels.models.spec import FloatArray, ForecastSpec, IntArray
 
-__all__ = ["Panel", "build_panel", "fill_regressors", "numeric", "period_dates", "to_dates"]
+__all__ = [
+    "Panel",
+    "build_panel",
+    "columns_of",
+    "dates_at",
+    "extend",
+    "fill_regressors",
+    "numeric",
+    "period_dates",
+    "series_codes",
+    "tail_of",
+    "to_dates",
+]
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -185,3 +197,60 @@ def series_codes(keys_frame: pd.DataFrame, series: pd.DataFrame) -> IntArray:
 
 def _show(rows: pd.DataFrame) -> str:
     return "; ".join(", ".join(f"{k}={v!r}" for k, v in r.items()) for r in rows.to_dict("records"))
+
+
+def dates_at(panel: Panel, cols: IntArray, spec: ForecastSpec) -> np.ndarray:
+    """The period labels of (non-negative) panel columns."""
+    cols = np.asarray(cols, dtype="int64")
+    n = int(cols.max()) + 1 if cols.size else 0
+    return period_dates(panel.base, n, spec).to_numpy()[cols]
+
+
+def tail_of(panel: Panel, lookback: int, spec: ForecastSpec) -> Panel:
+    """The last ``lookback`` periods through every series' origin: what a forecast reads."""
+    first = max(0, int(panel.last[panel.last >= 0].min()) - lookback + 1)
+    base = pd.Timestamp(dates_at(panel, np.array([first]), spec)[0])
+    last = np.where(panel.last >= 0, panel.last - first, -1)
+    return Panel(panel.series, base, panel.y[:, first:].copy(), panel.regs[:, first:].copy(), last)
+
+
+def extend(
+    tail: Panel, future: pd.DataFrame, s: IntArray, spec: ForecastSpec
+) -> tuple[Panel, IntArray]:
+    """The panel with the future's columns, its regressor values placed, and the future rows'
+    columns. A regressor value the future does not give (or a regressor not known ahead)
+    takes its default when the spec gives one, else the series' value at its origin."""
+    t = columns_of(to_dates(future["ds"], "future"), tail.base, spec, "future")
+    early = t <= tail.last[s]
+    if early.any():
+        i = int(np.argmax(early))
+        end = dates_at(tail, tail.last[s[i : i + 1]], spec)[0]
+        raise DataError(
+            f"future date {pd.Timestamp(future['ds'].iloc[i]).date()} of series "
+            f"{future[list(tail.series.columns)].iloc[i].to_dict()} is not after its history "
+            f"end {pd.Timestamp(end).date()}; forecast dates must follow the history"
+        )
+    n_cols = max(tail.n_cols, int(t.max()) + 1)
+    flat = s * n_cols + t
+    if len(np.unique(flat)) != len(flat):
+        raise DataError("future frame has several rows for one series and ds; keep one")
+    pad = n_cols - tail.n_cols
+    y = np.pad(tail.y, ((0, 0), (0, pad)), constant_values=np.nan)
+    regs = np.pad(tail.regs, ((0, 0), (0, pad), (0, 0)), constant_values=np.nan)
+    after = np.arange(n_cols)[None, :] > tail.last[:, None]
+    for j, name in enumerate(spec.regressors):
+        opt = spec.option(name)
+        if name in spec.regressor_defaults:
+            fill = np.full(
+                len(tail.series),
+                float(opt.apply(np.array([spec.regressor_defaults[name]]), name)[0]),
+            )
+        else:
+            fill = regs[np.arange(len(tail.series)), np.maximum(tail.last, 0), j]
+        layer = np.where(after, fill[:, None], regs[:, :, j])
+        if opt.future and name in future.columns:
+            given = opt.apply(numeric(future[name]), name)
+            ok = np.isfinite(given)
+            layer[s[ok], t[ok]] = given[ok]
+        regs[:, :, j] = layer
+    return Panel(tail.series, tail.base, y, regs, tail.last), t
