@@ -203,7 +203,7 @@ def test_register_versions_and_aliases(cfg: Config, tmp_path: Path, monkeypatch:
 
     # everything under home: sqlite db, artifacts; nothing in the working directory
     assert (cfg.home_path / "mlflow.db").is_file()
-    assert list((cfg.home_path / "mlartifacts").rglob("models.arrow"))
+    assert list((cfg.home_path / "mlartifacts").rglob("models/part-00000.arrow"))
     # (MLflow 2.x's sqlite store makes an empty ./mlruns as its default artifact root)
     assert not list((tmp_path / "mlruns").rglob("*"))
 
@@ -292,7 +292,7 @@ def test_tampered_model_is_refused(cfg: Config, loader: Loader) -> None:
     blob = models.loc[(models["store"] == 1) & (models["item"] == "i01"), "model"].iloc[0]
     evil = blob.replace(b'"level": 101', b'"level": 999')
     assert len(evil) == len(blob) and evil != blob
-    for path in cfg.home_path.rglob("models.arrow"):  # the artifact store and the local cache
+    for path in cfg.home_path.rglob("models/part-*.arrow"):  # the artifact store and the cache
         data = path.read_bytes()
         assert blob in data
         path.write_bytes(data.replace(blob, evil))

@@ -245,13 +245,14 @@ def _fit_pandas(
 
 
 def _newest_ok(models: Any, keys: list[str]) -> Any:
-    """The newest ``ok`` ledger row per key (a ledger table holds one per run)."""
+    """The newest ``ok`` ledger row with bytes per key (a ledger table holds one per run)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     newest = Window.partitionBy(*keys).orderBy(F.col("trained_at").desc())
+    # a carried-over row holds no bytes; its origin run's row, the newest with them, is the same
     return (
-        models.where(F.col("status") == "ok")
+        models.where((F.col("status") == "ok") & F.col("model").isNotNull())
         .withColumn("_rank", F.row_number().over(newest))
         .where(F.col("_rank") == 1)
         .select(*keys, F.col("origin_run_id").alias("run_id"), "model_sha256", "model")
@@ -333,7 +334,7 @@ def _forecast_pandas(
         [*keys, "status", "trained_at", "origin_run_id", "model", "model_sha256"],
         "the models frame (ledger rows from manymodels.fit or gold.model_ledger)",
     )
-    ok = models[models["status"] == "ok"].sort_values("trained_at")
+    ok = models[(models["status"] == "ok") & models["model"].notna()].sort_values("trained_at")
     ok = ok.drop_duplicates(keys, keep="last")
     future = pd.DataFrame(columns=[*keys, "ds", *regs])
     if df is not None and regs:

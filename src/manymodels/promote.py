@@ -252,7 +252,7 @@ def promote(
                 f"model {cfg.mlflow.model_name!r} has no 'challenger' version; run "
                 "`manymodels train` first or pass --run RUN_ID"
             )
-        run_id = registry.load_model_set(cfg, alias="challenger").run_id
+        run_id = registry.load_manifest(cfg, alias="challenger")[1]
     done = _earlier_promotion(store, run_id) if not dry_run else None
     if done is not None:  # a re-run of a finished promotion: decided once, never twice
         log.info("training run %s was promoted already (promotion run %s)", run_id,
@@ -263,9 +263,10 @@ def promote(
             str(done["promotion_run_id"].iloc[0]), run_id, done, counts, champion_version=recorded
         )
     has_champion = registry.get_alias_version(cfg, "champion") is not None
-    champ_set = registry.load_model_set(cfg, alias="champion") if has_champion else None
+    # the champion's manifest only: its models' bytes are never downloaded here
+    champ_set = registry.load_manifest(cfg, alias="champion")[2] if has_champion else None
     champ_manifest = (
-        champ_set.manifest[[*keys, "run_id", "family"]]
+        champ_set[[*keys, "run_id", "family"]]
         if champ_set is not None
         else pd.DataFrame(columns=[*keys, "run_id", "family"])
     )
@@ -294,6 +295,8 @@ def promote(
                 models,
                 alias="champion",
                 run_id=run.run_id,
+                store=store,
+                spark=spark,
                 tags={"candidate_run_id": run_id, "step": "promote"},
                 description=f"champion set after promoting training run {run_id}",
             )
@@ -378,19 +381,20 @@ def _decisions(
 
 
 def _champion_models(
-    store: TableStore, cfg: Config, decisions: pd.DataFrame, champ_set: Any
+    store: TableStore, cfg: Config, decisions: pd.DataFrame, champ_set: pd.DataFrame | None
 ) -> pd.DataFrame:
-    """Promoted keys' models and baseline-served keys' baselines from the ledger, plus kept
-    keys' models from the old set."""
+    """The new champion set's metadata: promoted keys' models and baseline-served keys'
+    baselines from the ledger, kept keys' models from the old set's manifest. The bytes stay
+    in the ledger until registration copies them into the version's shards."""
     keys = list(cfg.data.keys)
-    cols = [*keys, "run_id", "family", "model", "model_sha256", "last_ds", "freq"]
+    cols = [*keys, "run_id", "family", "model_sha256", "last_ds", "freq"]
     parts = []
     for decision, prefix in (("promoted", ""), ("baseline", "baseline_")):
         chosen = decisions.loc[decisions["decision"] == decision, [*keys, "candidate_run_id"]]
         if chosen.empty:
             continue
         run = str(chosen["candidate_run_id"].iloc[0])
-        wanted = [f"{prefix}family", f"{prefix}model", f"{prefix}model_sha256"]
+        wanted = [f"{prefix}family", f"{prefix}model_sha256"]
         ledger = store.read_pandas(
             store.ref("gold", LEDGER_TABLE),
             columns=[*keys, "run_id", "origin_run_id", *wanted, "last_ds", "freq"],
@@ -398,14 +402,11 @@ def _champion_models(
         )
         ledger = ledger.drop_duplicates(keys, keep="last").drop(columns="run_id")
         ledger = ledger.rename(columns={"origin_run_id": "run_id"})
-        ledger = ledger.rename(
-            columns=dict(zip(wanted, cols[len(keys) + 1 : len(keys) + 4], strict=True))
-        )
+        ledger = ledger.rename(columns=dict(zip(wanted, ("family", "model_sha256"), strict=True)))
         parts.append(chosen[keys].merge(ledger, on=keys)[cols])
     if champ_set is not None:
         kept = decisions.loc[decisions["decision"] == "kept", keys]
-        old = champ_set.models_frame()
-        parts.append(old.merge(kept, on=keys)[cols])
+        parts.append(champ_set.merge(kept, on=keys)[cols])
     if not parts:
         return pd.DataFrame(columns=cols)
     return pd.concat(parts, ignore_index=True)
@@ -417,8 +418,8 @@ def _write_quality(store: TableStore, cfg: Config) -> None:
     from manymodels.backtest import METRICS
 
     keys = list(cfg.data.keys)
-    champ = registry.load_model_set(cfg, alias="champion")
-    manifest = champ.manifest[[*keys, "run_id", "family", "last_ds"]].rename(
+    champion_version, _, champ = registry.load_manifest(cfg, alias="champion")
+    manifest = champ[[*keys, "run_id", "family", "last_ds"]].rename(
         columns={"run_id": "model_run_id"}
     )
     ledger = _ledger(store, cfg, sorted(set(manifest["model_run_id"])))
@@ -447,5 +448,5 @@ def _write_quality(store: TableStore, cfg: Config) -> None:
         .rename(columns={"candidate_model_run_id": "model_run_id", "decided_at": "champion_since"})
     )
     quality = quality.merge(since, on=[*keys, "model_run_id"], how="left")
-    quality["champion_version"] = champ.version
+    quality["champion_version"] = champion_version
     store.overwrite(store.ref("gold", QUALITY_TABLE), quality)

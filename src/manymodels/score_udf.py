@@ -273,7 +273,8 @@ def models_frame(
         .where(F.col("status") == "ok")
     )
     run = F.col("origin_run_id").alias("run_id")
-    ledger = rows.select(*keys, run, "model_sha256", "model")
+    # a carried-over row has no bytes: its origin run's row (same run id and sha256) has them
+    ledger = rows.where(F.col("model").isNotNull()).select(*keys, run, "model_sha256", "model")
     if "baseline_model" in rows.columns:  # keys that promotion serves by their baseline
         baselines = rows.where(F.col("baseline_model").isNotNull()).select(
             *keys,

@@ -155,7 +155,12 @@ def _carry_over(
     fresh = prev.where(F.col("trained_at") >= F.lit(cutoff)).join(
         prints, [*keys, "data_fingerprint"], "inner"
     )
+    # A carried-over row references its model (origin_run_id, model_sha256): the bytes stay in
+    # the origin run's row and are never copied into every later run.
     carried = fresh.withColumn("run_id", F.lit(run_id))
+    for col in _BYTES_COLUMNS:
+        if col in carried.columns:
+            carried = carried.withColumn(col, F.lit(None).cast("binary"))
     schema = ledger_schema([f for f in silver.schema.fields if f.name in keys])
     for fld in schema.fields:  # a ledger written by an older manymodels lacks newer columns
         if fld.name not in carried.columns:
@@ -190,7 +195,8 @@ def _with_champions(plan: pd.DataFrame, *, cfg: Config, store: TableStore) -> pd
     empty = plan.assign(**{c: None for c in CHAMPION_COLUMNS})
     if registry.get_alias_version(cfg, "champion") is None:
         return empty
-    manifest = registry.load_model_set(cfg, alias="champion").manifest[[*keys, "run_id", "family"]]
+    _, _, manifest = registry.load_manifest(cfg, alias="champion")
+    manifest = manifest[[*keys, "run_id", "family"]]
     ledger = store.read_pandas(
         store.ref("gold", LEDGER_TABLE),
         columns=[*keys, "run_id", "family", "params"],
@@ -297,8 +303,14 @@ def train(
                     store.merge(ledger_ref, ledger, on=[*keys, "run_id"])
                 else:
                     store.append(ledger_ref, ledger)
-        # One read of this run's rows serves the summary, the MLflow artifacts and the set.
-        rows = store.read_pandas(ledger_ref, where={"run_id": run_id})
+        # One read of this run's rows (metadata only: no model bytes reach the driver) serves
+        # the summary, the MLflow artifacts and the set.
+        found = store.schema(ledger_ref).names
+        rows = store.read_pandas(
+            ledger_ref,
+            columns=[c for c in found if c not in _BYTES_COLUMNS],
+            where={"run_id": run_id},
+        )
         result = _summarize(rows, keys, run_id, len(counts), n_carried, started)
         if not counts.empty:
             tracker.finish(result.fitted, result.failed)
@@ -314,7 +326,7 @@ def train(
                 **{f"median_{k}": v for k, v in result.metrics.items()},
             }
         )
-        per_key = rows.drop(columns=["model"])
+        per_key = rows
         run.log_table(per_key.drop(columns=["error"]), "per_key_metrics")
         run.log_table(
             per_key.loc[per_key["status"] != "ok", [*keys, "status", "error"]], "failures"
@@ -322,13 +334,15 @@ def train(
         run.set_tags({"manymodels.ok": result.ok, "manymodels.failed": result.failed})
         _check_threshold(cfg, result, rows)
         if register:
-            result.model_version = _register(rows, cfg, run_id, silver_version)
+            result.model_version = _register(rows, cfg, run_id, silver_version, store, spark)
     result.seconds = time.perf_counter() - started
     log.debug(result.summary())
     return result
 
 
 _SUMMARY_METRICS = ("wape", "mase", "smape", "coverage")
+#: The ledger's byte columns: read only where a model is loaded, never onto the driver here.
+_BYTES_COLUMNS = ("model", "baseline_model")
 
 
 def _summarize(
@@ -414,14 +428,22 @@ def _check_threshold(cfg: Config, result: TrainResult, rows: pd.DataFrame | None
     )
 
 
-def _register(rows: pd.DataFrame, cfg: Config, run_id: str, silver_version: int | None) -> int:
-    """Register the run's ok models as one model-set version with the alias ``challenger``."""
+def _register(
+    rows: pd.DataFrame,
+    cfg: Config,
+    run_id: str,
+    silver_version: int | None,
+    store: TableStore,
+    spark: SparkSession,
+) -> int:
+    """Register the run's ok models as one model-set version with the alias ``challenger``
+    (their metadata: the bytes go from the ledger into the version's shards)."""
     from manymodels import registry
 
     keys = list(cfg.data.keys)
     models = rows.loc[
         rows["status"] == "ok",
-        [*keys, "origin_run_id", "family", "model", "model_sha256", "last_ds", "freq"],
+        [*keys, "origin_run_id", "family", "model_sha256", "last_ds", "freq"],
     ].rename(columns={"origin_run_id": "run_id"})
     version = registry.register_model_set(
         cfg,
@@ -430,5 +452,7 @@ def _register(rows: pd.DataFrame, cfg: Config, run_id: str, silver_version: int 
         run_id=run_id,
         tags={"silver_version": str(silver_version), "step": "train"},
         description=f"candidate set of training run {run_id}",
+        store=store,
+        spark=spark,
     )
     return int(version.version)

@@ -111,10 +111,14 @@ def test_incremental_refits_only_changed_keys(cfg, spark, demand):
     carried = rows[rows["origin_run_id"] == first.run_id]
     assert len(carried) == N_KEYS - 3
     assert not ((carried["store"] == 2) & (carried["item"] <= 3)).any()
-    # the carried-over rows keep the original model bytes
-    before = ledger(cfg, first.run_id).set_index(["store", "item"])["model_sha256"]
+    # the carried-over rows reference the original model (run, sha256) without copying bytes
+    before = ledger(cfg, first.run_id).set_index(["store", "item"])
     after = carried.set_index(["store", "item"])["model_sha256"]
-    assert (before.loc[after.index] == after).all()
+    assert (before.loc[after.index, "model_sha256"] == after).all()
+    assert carried["model"].isna().all() and carried["baseline_model"].isna().all()
+    # ... and the run's registered set still holds each carried key's bytes, from its origin
+    shipped = load_model_set(cfg, alias="challenger").models_frame().set_index(["store", "item"])
+    assert (shipped.loc[after.index, "model"] == before.loc[after.index, "model"]).all()
     # an old enough model is refitted even when its data did not change
     stale = cfg.replace(**{"train.max_model_age_days": 0.0})
     third = train(stale, spark, incremental=True)

@@ -13,7 +13,7 @@ from typing import Any
 from manymodels.registry.client import check_model_name, configure
 from manymodels.registry.client import client_for as _client  # noqa: F401 - kept for callers
 from manymodels.registry.files import SET_COLUMNS
-from manymodels.registry.load import ModelSet, get_alias_version, load_model_set
+from manymodels.registry.load import ModelSet, get_alias_version, load_manifest, load_model_set
 from manymodels.registry.pyfunc import pyfunc_class as _pyfunc_cls  # noqa: F401 - kept for callers
 from manymodels.registry.register import ModelSetVersion, register_model_set
 from manymodels.registry.runs import JobRun, job_run
@@ -30,6 +30,7 @@ __all__ = [
     "configure",
     "get_alias_version",
     "job_run",
+    "load_manifest",
     "load_model_set",
     "register_model_set",
 ]

@@ -1,4 +1,11 @@
-"""The files of a model set: ``models.arrow`` (keys + model bytes) and ``manifest.parquet``."""
+"""The files of a model set: ``manifest.parquet`` and its models' bytes in shards.
+
+Format 2 (this one): ``artifacts/manifest.parquet`` (one row per key: keys, run_id, family,
+model_sha256, last_ds, freq, and where its bytes are: ``shard``, ``row``) and
+``artifacts/models/part-NNNNN.arrow`` (Arrow IPC files of keys + ``model``, at most
+``SHARD_ROWS`` models each). Format 1 (sets registered before): one ``artifacts/models.arrow``
+and a manifest whose ``row`` is the row in it; it still loads.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +13,46 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from manymodels.errors import ModelError
 
-__all__ = ["SET_COLUMNS", "key_text", "prepare", "sha256_hex", "write_set"]
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-#: Columns ``register_model_set`` needs besides the key columns.
+__all__ = [
+    "META_COLUMNS",
+    "MODELS_DIR",
+    "SET_COLUMNS",
+    "SHARD_ROWS",
+    "ShardWriter",
+    "key_text",
+    "prepare",
+    "sha256_hex",
+    "shard_name",
+    "write_manifest",
+    "write_set",
+]
+
+#: Columns ``register_model_set`` needs besides the key columns (the bytes in ``model``)...
 SET_COLUMNS = ("run_id", "family", "model", "model_sha256", "last_ds", "freq")
-MANIFEST_COLUMNS = ("run_id", "family", "model_sha256", "last_ds", "freq")
-MODELS_FILE = "models.arrow"
+#: ... or, when the bytes stay in gold.model_ledger until they go into the set's shards.
+META_COLUMNS = ("run_id", "family", "model_sha256", "last_ds", "freq")
+MANIFEST_COLUMNS = (*META_COLUMNS, "shard", "row")
+MODELS_FILE = "models.arrow"  # format 1
 MANIFEST_FILE = "manifest.parquet"
-FORMAT = "1"
-_BATCH_ROWS = 4096
+#: The folder of shards inside the version's ``artifacts``.
+MODELS_DIR = "models"
+#: Models per shard: a server memory-maps a shard when it first needs one of its keys.
+SHARD_ROWS = 2048
+FORMAT = "2"
+_BATCH_ROWS = 512
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.arrow"
 
 
 def key_text(keys: Sequence[str], values: Sequence[Any]) -> str:
@@ -37,15 +69,21 @@ def sha256_hex(blob: bytes | bytearray | memoryview) -> str:
 
 
 def prepare(models: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Check a model set frame and return it sorted by key with its row positions."""
-    missing = [c for c in (*keys, *SET_COLUMNS) if c not in models.columns]
+    """Check a model set frame and return it sorted by key.
+
+    With a ``model`` column the bytes are checked against ``model_sha256`` here; without one
+    (the metadata of ledger rows) they are checked when they are copied into the shards.
+    """
+    columns = SET_COLUMNS if "model" in models.columns else META_COLUMNS
+    missing = [c for c in (*keys, *columns) if c not in models.columns]
     if missing:
         raise ModelError(
             f"the model set lacks column(s) {', '.join(missing)}; pass the key columns "
-            f"{', '.join(keys)} plus {', '.join(SET_COLUMNS)} (e.g. the ok rows of the ledger)"
+            f"{', '.join(keys)} plus {', '.join(SET_COLUMNS)} (e.g. the ok rows of the ledger), "
+            "or the same without model when the bytes are in gold.model_ledger"
         )
-    frame = models.loc[:, [*keys, *SET_COLUMNS]]
-    for col in (*keys, "model", "model_sha256", "run_id"):
+    frame = models.loc[:, [*keys, *columns]]
+    for col in (*keys, *(c for c in ("model", "model_sha256", "run_id") if c in columns)):
         if frame[col].isna().any():
             pos = int(frame[col].isna().to_numpy().argmax())
             raise ModelError(
@@ -63,6 +101,10 @@ def prepare(models: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             "keep one model per key"
         )
     frame["model_sha256"] = frame["model_sha256"].astype(str).str.strip().str.lower()
+    frame["run_id"] = frame["run_id"].astype(str)
+    frame["last_ds"] = pd.to_datetime(frame["last_ds"])
+    if "model" not in columns:
+        return frame
     blobs = [bytes(b) for b in frame["model"]]
     for pos, (blob, sha) in enumerate(zip(blobs, frame["model_sha256"], strict=True)):
         if sha256_hex(blob) != sha:
@@ -72,26 +114,93 @@ def prepare(models: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                 "its bytes were altered: retrain that key"
             )
     frame["model"] = pd.Series(blobs, index=frame.index, dtype=object)
-    frame["last_ds"] = pd.to_datetime(frame["last_ds"])
-    frame["row"] = pd.RangeIndex(len(frame)).to_numpy(dtype="int64")
     return frame
 
 
-def write_set(frame: pd.DataFrame, keys: list[str], folder: Path) -> tuple[Path, Path]:
-    """Write ``models.arrow`` (keys + bytes, record batches) and ``manifest.parquet``."""
+def _metadata(keys: list[str]) -> dict[bytes, bytes]:
+    return {b"manymodels.keys": json.dumps(keys).encode(), b"manymodels.format": FORMAT.encode()}
+
+
+class ShardWriter:
+    """Arrow IPC files of at most ``SHARD_ROWS`` models (keys + ``model``) in ``folder``."""
+
+    def __init__(self, folder: Path, key_schema: pa.Schema, keys: list[str]) -> None:
+        import pyarrow as pa
+
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.schema = pa.schema(
+            [*key_schema, pa.field("model", pa.large_binary())], metadata=_metadata(keys)
+        )
+        self.index = -1
+        self.rows = SHARD_ROWS  # full: the first write opens a shard
+        self._sink: Any = None
+        self._writer: Any = None
+
+    def write(self, table: pa.Table) -> list[tuple[str, int]]:
+        """Append ``table``'s rows (the schema's columns); return each one's (shard, row)."""
+        placed: list[tuple[str, int]] = []
+        table = table.cast(self.schema)
+        offset = 0
+        while offset < table.num_rows:
+            if self.rows >= SHARD_ROWS:
+                self._open()
+            take = min(SHARD_ROWS - self.rows, table.num_rows - offset)
+            self._writer.write_table(table.slice(offset, take), max_chunksize=_BATCH_ROWS)
+            name = shard_name(self.index)
+            placed += [(name, self.rows + i) for i in range(take)]
+            self.rows += take
+            offset += take
+        return placed
+
+    def _open(self) -> None:
+        import pyarrow as pa
+
+        self.close()
+        self.index += 1
+        self.rows = 0
+        self._sink = pa.OSFile(str(self.folder / shard_name(self.index)), "wb")
+        self._writer = pa.ipc.new_file(self._sink, self.schema)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = self._sink = None
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_manifest(frame: pd.DataFrame, keys: list[str], folder: Path) -> Path:
+    """``manifest.parquet``: keys + MANIFEST_COLUMNS (``frame`` carries ``shard`` and ``row``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    meta = {b"manymodels.keys": json.dumps(keys).encode(), b"manymodels.format": FORMAT.encode()}
+    manifest = pa.Table.from_pandas(frame[[*keys, *MANIFEST_COLUMNS]], preserve_index=False)
+    manifest = manifest.replace_schema_metadata(
+        {**(manifest.schema.metadata or {}), **_metadata(keys)}
+    )
+    path = folder / MANIFEST_FILE
+    pq.write_table(manifest, str(path))
+    return path
+
+
+def write_set(frame: pd.DataFrame, keys: list[str], folder: Path) -> pd.DataFrame:
+    """Write the bytes of a prepared frame (with ``model``) into shards under ``folder /
+    MODELS_DIR``; return the frame's metadata with ``shard`` and ``row``."""
+    import pyarrow as pa
+
     table = pa.Table.from_pandas(frame[keys], preserve_index=False)
-    table = table.append_column("model", pa.array(frame["model"].tolist(), type=pa.large_binary()))
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
-    models_path = folder / MODELS_FILE
-    with pa.OSFile(str(models_path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        for batch in table.to_batches(max_chunksize=_BATCH_ROWS):
-            writer.write_batch(batch)
-    manifest = pa.Table.from_pandas(frame[[*keys, *MANIFEST_COLUMNS, "row"]], preserve_index=False)
-    manifest = manifest.replace_schema_metadata({**(manifest.schema.metadata or {}), **meta})
-    manifest_path = folder / MANIFEST_FILE
-    pq.write_table(manifest, str(manifest_path))
-    return models_path, manifest_path
+    with ShardWriter(folder / MODELS_DIR, table.schema, keys) as writer:
+        table = table.append_column(
+            "model", pa.array(frame["model"].tolist(), type=pa.large_binary())
+        )
+        placed = writer.write(table)
+    out = frame.drop(columns="model")
+    out["shard"] = [s for s, _ in placed]
+    out["row"] = pd.Series([r for _, r in placed], index=out.index, dtype="int64")
+    return out

@@ -17,7 +17,7 @@ import pandas as pd
 from manymodels.config import Config
 from manymodels.errors import ModelError
 from manymodels.registry.client import client_for, is_unity_catalog, no_progress_bars, uris
-from manymodels.registry.files import MANIFEST_FILE, MODELS_FILE
+from manymodels.registry.files import MANIFEST_FILE
 from manymodels.registry.store import Store
 
 if TYPE_CHECKING:
@@ -25,7 +25,13 @@ if TYPE_CHECKING:
 
     from manymodels.models import Forecaster
 
-__all__ = ["ModelSet", "get_alias_version", "load_model_set", "resolve_version"]
+__all__ = [
+    "ModelSet",
+    "get_alias_version",
+    "load_manifest",
+    "load_model_set",
+    "resolve_version",
+]
 
 
 class ModelSet:
@@ -45,12 +51,7 @@ class ModelSet:
         self.run_id = run_id
         self.alias = alias
         self.path = path
-        self._store = Store(
-            path / "artifacts" / MODELS_FILE,
-            path / "artifacts" / MANIFEST_FILE,
-            f"model {name!r} version {version}",
-            cache_size,
-        )
+        self._store = Store(path / "artifacts", f"model {name!r} version {version}", cache_size)
 
     def __repr__(self) -> str:
         return f"ModelSet(name={self.name!r}, version={self.version}, n_models={len(self)})"
@@ -100,8 +101,11 @@ def get_alias_version(cfg: Config, alias: str) -> int | None:
     return int(mv.version)
 
 
-def _fetch(client: MlflowClient, cfg: Config, name: str, version: int, dst: Path) -> str:
-    """Download a version's files into ``dst`` through the configured registry; the local path."""
+def _fetch(
+    client: MlflowClient, cfg: Config, name: str, version: int, dst: Path, part: str = ""
+) -> str:
+    """Download a version's files (or the one ``part``) into ``dst`` through the configured
+    registry; the local path."""
     import mlflow.artifacts
 
     tracking, registry = uris(cfg)
@@ -110,8 +114,10 @@ def _fetch(client: MlflowClient, cfg: Config, name: str, version: int, dst: Path
 
         repo_class: Any = uc_repo.UnityCatalogModelsArtifactRepository
         repo = repo_class(artifact_uri=f"models:/{name}/{version}", registry_uri=registry)
-        return str(repo.download_artifacts("", dst_path=str(dst)))
+        return str(repo.download_artifacts(part, dst_path=str(dst)))
     source = client.get_model_version_download_uri(name, str(version))
+    if part:
+        source = f"{source.rstrip('/')}/{part}"
     kwargs: dict[str, Any] = {"artifact_uri": source, "dst_path": str(dst)}
     accepted = inspect.signature(mlflow.artifacts.download_artifacts).parameters
     kwargs.update(
@@ -120,12 +126,16 @@ def _fetch(client: MlflowClient, cfg: Config, name: str, version: int, dst: Path
     return str(mlflow.artifacts.download_artifacts(**kwargs))
 
 
-def _download(client: MlflowClient, cfg: Config, name: str, version: int) -> Path:
-    """Download a version's artifacts once into ``<home>/cache`` (versions are immutable)."""
+def _cache_folder(cfg: Config, name: str, version: int) -> Path:
     _, registry = uris(cfg)
     tag = hashlib.sha256(registry.encode()).hexdigest()[:8]
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-    final = cfg.home_path / "cache" / "model_sets" / f"{safe}-{tag}" / str(version)
+    return cfg.home_path / "cache" / "model_sets" / f"{safe}-{tag}" / str(version)
+
+
+def _download(client: MlflowClient, cfg: Config, name: str, version: int) -> Path:
+    """Download a version's artifacts once into ``<home>/cache`` (versions are immutable)."""
+    final = _cache_folder(cfg, name, version)
     if (final / "artifacts" / MANIFEST_FILE).is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -143,6 +153,32 @@ def _download(client: MlflowClient, cfg: Config, name: str, version: int) -> Pat
             "model set: register one with register_model_set"
         )
     return final
+
+
+def load_manifest(
+    cfg: Config, alias: str = "champion", version: int | None = None
+) -> tuple[int, str, pd.DataFrame]:
+    """A version's number, training/promotion run id and manifest — its metadata only: the
+    models' bytes are not downloaded (a set of 10⁵ keys is hundreds of megabytes)."""
+    import pyarrow.parquet as pq
+
+    client = client_for(cfg)
+    name = cfg.mlflow.model_name
+    version, mv = resolve_version(cfg, alias, version)
+    run_id = str(mv.tags.get("run_id") or mv.run_id or "")
+    full = _cache_folder(cfg, name, version) / "artifacts" / MANIFEST_FILE
+    if full.is_file():  # the whole version is cached already
+        return version, run_id, pq.read_table(str(full)).to_pandas()
+    with tempfile.TemporaryDirectory(prefix="mm-manifest-") as tmp, no_progress_bars():
+        local = Path(_fetch(client, cfg, name, version, Path(tmp), f"artifacts/{MANIFEST_FILE}"))
+        if local.is_dir():
+            local = local / MANIFEST_FILE
+        if not local.is_file():
+            raise ModelError(
+                f"model {name!r} version {version} has no {MANIFEST_FILE}; it is not a "
+                "manymodels model set: register one with register_model_set"
+            )
+        return version, run_id, pq.read_table(str(local)).to_pandas()
 
 
 def resolve_version(cfg: Config, alias: str | None, version: int | None) -> tuple[int, Any]:

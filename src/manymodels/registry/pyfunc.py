@@ -47,8 +47,9 @@ def pyfunc_class() -> type[Any]:
             return {k: v for k, v in self.__dict__.items() if k != "_store"}
 
         def load_context(self, context: Any) -> None:
-            models = Path(context.artifacts["models"])
-            self._store = Store(models, Path(context.artifacts["manifest"]), "the model set")
+            # the manifest's folder holds the shards (or a format-1 set's models.arrow)
+            folder = Path(context.artifacts["manifest"]).parent
+            self._store = Store(folder, "the model set")
 
         def predict(
             self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None

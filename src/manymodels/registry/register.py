@@ -25,11 +25,21 @@ from manymodels import faults
 from manymodels.config import Config
 from manymodels.errors import ModelError
 from manymodels.registry.client import check_alias, check_model_name, client_for, no_progress_bars
-from manymodels.registry.files import FORMAT, prepare, write_set
+from manymodels.registry.files import (
+    FORMAT,
+    MANIFEST_FILE,
+    MODELS_DIR,
+    prepare,
+    write_manifest,
+    write_set,
+)
 from manymodels.registry.wheel import WHEELS_FOLDER, build_wheel, pinned_requirements
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from pyspark.sql import SparkSession
+
+    from manymodels.tables import TableStore
 
 __all__ = ["ModelSetVersion", "register_model_set"]
 
@@ -118,15 +128,8 @@ def _quiet_pyfunc() -> Iterator[None]:
         pyfunc_log.removeFilter(quiet)
 
 
-def _log_pyfunc(
-    client: MlflowClient,
-    run_id: str,
-    artifacts: dict[str, str],
-    signature: Any,
-    metadata: dict[str, Any],
-) -> str:
-    """Save the pyfunc locally, upload it into ``run_id``; return its artifact URI."""
-    import mlflow.pyfunc
+def _run_artifacts(client: MlflowClient, run_id: str) -> str:
+    """The artifact URI of ``run_id`` (ModelError when there is no such run)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -136,13 +139,23 @@ def _log_pyfunc(
             f"MLflow run {run_id!r} does not exist; pass the run_id of the job's run "
             "(job_run(...).run_id)"
         ) from None
-    with (
-        tempfile.TemporaryDirectory(prefix="mm-pyfunc-") as tmp,
-        _quiet_pyfunc(),
-        no_progress_bars(),
-    ):
-        local = Path(tmp) / ARTIFACT_NAME
-        wheel = build_wheel(Path(tmp) / WHEELS_FOLDER)
+    return str(run.info.artifact_uri).rstrip("/")
+
+
+def _log_pyfunc(
+    client: MlflowClient,
+    run_id: str,
+    folder: Path,
+    signature: Any,
+    metadata: dict[str, Any],
+) -> None:
+    """Save the pyfunc with ``folder``'s manifest (and its shards, when they are there rather
+    than uploaded already) and upload it into ``run_id``'s ``model_set``."""
+    import mlflow.pyfunc
+
+    with _quiet_pyfunc(), no_progress_bars():
+        local = folder / ARTIFACT_NAME
+        wheel = build_wheel(folder / WHEELS_FOLDER)
         # Unwrapped: MLflow 2.x wraps save_model in @trace_disabled, whose exit sets up the
         # tracer with a default client (an ``mlruns`` folder in the caller's cwd); nothing is
         # traced while saving a set (no input example), so the wrapper has nothing to do here.
@@ -150,15 +163,49 @@ def _log_pyfunc(
         save_model(
             path=str(local),
             python_model=str(MODEL_CODE),
-            artifacts=artifacts,
+            artifacts={"manifest": str(folder / MANIFEST_FILE)},
             pip_requirements=[f"{WHEELS_FOLDER}/{wheel.name}", *pinned_requirements()],
             signature=signature,
             metadata=metadata,
         )
         (local / WHEELS_FOLDER).mkdir()
         wheel.rename(local / WHEELS_FOLDER / wheel.name)
+        if (folder / MODELS_DIR).is_dir():  # moved, not copied: the shards written here
+            (folder / MODELS_DIR).rename(local / "artifacts" / MODELS_DIR)
         client.log_artifacts(run_id, str(local), ARTIFACT_NAME)
-    return f"{run.info.artifact_uri.rstrip('/')}/{ARTIFACT_NAME}"
+
+
+def _write_shards(
+    cfg: Config,
+    frame: pd.DataFrame,
+    folder: Path,
+    uri: str,
+    store: TableStore | None,
+    spark: SparkSession | None,
+) -> pd.DataFrame:
+    """Put the set's bytes into shards; return the manifest frame (with shard and row).
+
+    Given bytes (a ``model`` column) are written here. Otherwise they come from
+    gold.model_ledger: streamed from the local table store's files, or written by Spark's
+    executors straight to the version's artifact location ``uri`` (the Spark table store).
+    """
+    from manymodels.registry.shards import spark_shards, stream_ledger_shards
+    from manymodels.tables.local import LocalDeltaStore
+
+    keys = list(cfg.data.keys)
+    if "model" in frame.columns:
+        return write_set(frame, keys, folder)
+    if store is None:
+        raise ModelError(
+            "the model set has no model column: pass the store whose gold.model_ledger holds "
+            "the bytes (store=...), or the bytes in a model column"
+        )
+    if isinstance(store, LocalDeltaStore):
+        return stream_ledger_shards(store, cfg, frame, folder / MODELS_DIR)
+    session = spark or getattr(store, "spark", None)
+    if session is None:
+        raise ModelError("the Spark table store needs a Spark session to copy the models")
+    return spark_shards(session, store, cfg, frame, f"{uri}/artifacts/{MODELS_DIR}")
 
 
 def _ensure_registered_model(client: MlflowClient, name: str) -> None:
@@ -183,12 +230,17 @@ def register_model_set(
     run_id: str,
     tags: Mapping[str, str] | None = None,
     description: str | None = None,
+    store: TableStore | None = None,
+    spark: SparkSession | None = None,
 ) -> ModelSetVersion:
-    """Register ``models`` (keys + SET_COLUMNS) as a new version of ``cfg.mlflow.model_name``.
+    """Register ``models`` as a new version of ``cfg.mlflow.model_name``; move ``alias`` to it.
 
-    The version is one pyfunc logged into ``run_id`` whose artifacts are ``models.arrow`` (keys
-    and model bytes sorted by key) and ``manifest.parquet``; ``alias`` moves to it. An empty set
-    is a valid version.
+    ``models`` holds the key columns plus either ``SET_COLUMNS`` (the bytes in ``model``) or
+    ``META_COLUMNS`` (metadata only: each key's bytes are then taken from ``store``'s
+    gold.model_ledger by key, run and ``model_sha256``, and never pass through this process on
+    the Spark table store). The version is one pyfunc logged into ``run_id`` whose artifacts
+    are ``manifest.parquet`` and the shards of bytes (``files``). An empty set is a valid
+    version.
     """
     check_alias(alias)
     check_model_name(cfg)
@@ -197,15 +249,19 @@ def register_model_set(
     frame = prepare(models, keys)
     client = client_for(cfg)
     name = cfg.mlflow.model_name
+    uri = f"{_run_artifacts(client, run_id)}/{ARTIFACT_NAME}"
     with tempfile.TemporaryDirectory(prefix="mm-set-") as tmp:
-        models_path, manifest_path = write_set(frame, keys, Path(tmp))
-        source = _log_pyfunc(
+        folder = Path(tmp)
+        placed = _write_shards(cfg, frame, folder, uri, store, spark)
+        write_manifest(placed, keys, folder)
+        _log_pyfunc(
             client,
             run_id,
-            {"models": str(models_path), "manifest": str(manifest_path)},
+            folder,
             _signature(frame, keys, cfg),
             {"manymodels_keys": keys, "manymodels_format": FORMAT, "n_models": len(frame)},
         )
+    source = uri
     _ensure_registered_model(client, name)
     families = {str(k): int(v) for k, v in frame["family"].value_counts().items()}
     version_tags = {

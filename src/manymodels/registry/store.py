@@ -1,4 +1,4 @@
-"""A memory-mapped model set with an LRU of loaded models bounded by count and by bytes.
+"""A model set's shards, memory-mapped, and an LRU of loaded models bounded by count and bytes.
 
 Models are deserialized on first use (sha256-verified against the manifest) and kept while
 both bounds hold: at most ``cache_size`` models (``$MANYMODELS_CACHE_SIZE``, default 256) and
@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from manymodels.errors import ConfigError, IntegrityError, ModelError
-from manymodels.registry.files import key_text, sha256_hex
+from manymodels.registry.files import (
+    MANIFEST_FILE,
+    MODELS_DIR,
+    MODELS_FILE,
+    key_text,
+    sha256_hex,
+)
 
 if TYPE_CHECKING:
     from manymodels.models import Forecaster
@@ -67,20 +73,23 @@ def parse_cache_bytes(value: Any = None) -> int:
 
 
 class Store:
-    """A memory-mapped ``models.arrow`` with its manifest and a bounded LRU of loaded models."""
+    """A model set's manifest, its shards memory-mapped on first use, a bounded LRU of models.
+
+    ``folder`` is the version's ``artifacts`` folder: ``manifest.parquet`` and the folder of
+    shards (format 2), or the one ``models.arrow`` of a set registered before shards (format 1,
+    whose manifest has no ``shard`` column).
+    """
 
     def __init__(
         self,
-        models_path: Path,
-        manifest_path: Path,
+        folder: Path,
         label: str,
         cache_size: int | None = None,
         cache_bytes: int | None = None,
     ) -> None:
-        import numpy as np
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
+        manifest_path = folder / MANIFEST_FILE
         table = pq.read_table(str(manifest_path))
         meta = table.schema.metadata or {}
         if b"manymodels.keys" not in meta:
@@ -88,20 +97,18 @@ class Store:
         self.keys: list[str] = json.loads(meta[b"manymodels.keys"])
         self.label = label
         self.manifest: pd.DataFrame = table.to_pandas()
-        self._source = pa.memory_map(str(models_path), "r")
-        reader = pa.ipc.open_file(self._source)
-        self._batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
-        sizes = [b.num_rows for b in self._batches]
-        self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype("int64")
-        if self._starts[-1] != len(self.manifest):
-            raise ModelError(
-                f"{label}: models.arrow holds {self._starts[-1]} models but the manifest "
-                f"lists {len(self.manifest)}; the artifact is damaged: register the set again"
-            )
+        if "shard" in self.manifest.columns:
+            self._folder = folder / MODELS_DIR
+            self._shard: list[str] = self.manifest["shard"].astype(str).tolist()
+        else:  # format 1: one file, the manifest's row is the row in it
+            self._folder = folder
+            self._shard = [MODELS_FILE] * len(self.manifest)
+        self._in_shard: list[int] = self.manifest["row"].astype("int64").tolist()
+        # shard name -> (its record batches, the first row of each)
+        self._shards: dict[str, tuple[list[Any], Any]] = {}
         key_values = [self.manifest[k].tolist() for k in self.keys]
         self._rows: dict[tuple[Hashable, ...], int] = {
-            key: int(row)
-            for key, row in zip(zip(*key_values, strict=True), self.manifest["row"], strict=True)
+            key: pos for pos, key in enumerate(zip(*key_values, strict=True))
         }
         self.key_dtypes = {k: self.manifest[k].dtype for k in self.keys}
         self._sha = self.manifest["model_sha256"].tolist()
@@ -114,6 +121,29 @@ class Store:
         self.cache_bytes = parse_cache_bytes(cache_bytes)
         self.cached_bytes = 0
         self.loads = 0
+
+    def _open(self, name: str) -> tuple[list[Any], Any]:
+        """A shard's record batches (memory-mapped once) and the first row of each."""
+        import numpy as np
+        import pyarrow as pa
+
+        with self._lock:
+            found = self._shards.get(name)
+        if found is not None:
+            return found
+        path = self._folder / name
+        try:
+            reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ModelError(
+                f"{self.label}: its model file {name} cannot be read ({exc}); the artifact is "
+                "damaged or incomplete: register the set again"
+            ) from None
+        batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        starts = np.concatenate([[0], np.cumsum([b.num_rows for b in batches])]).astype("int64")
+        with self._lock:
+            self._shards.setdefault(name, (batches, starts))
+            return self._shards[name]
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -133,10 +163,19 @@ class Store:
         return row
 
     def blob(self, row: int) -> bytes:
+        """The stored bytes of manifest row ``row``."""
         import numpy as np
 
-        i = int(np.searchsorted(self._starts, row, side="right")) - 1
-        value = self._batches[i].column("model")[row - int(self._starts[i])].as_py()
+        name, at = self._shard[row], self._in_shard[row]
+        batches, starts = self._open(name)
+        if not 0 <= at < int(starts[-1]):
+            raise ModelError(
+                f"{self.label}: {name} holds {int(starts[-1])} models but the manifest puts key "
+                f"{key_text(self.keys, self._key(row))} at row {at}; the artifact is damaged: "
+                "register the set again"
+            )
+        i = int(np.searchsorted(starts, at, side="right")) - 1
+        value = batches[i].column("model")[at - int(starts[i])].as_py()
         return bytes(value)
 
     def get(self, key: Any) -> Forecaster:
@@ -205,9 +244,10 @@ class Store:
             self._evict(self.cache_size, self.cache_bytes)
 
     def models_frame(self) -> pd.DataFrame:
-        models = [blob for batch in self._batches for blob in batch.column("model").to_pylist()]
-        frame = self.manifest.drop(columns="row")
-        frame.insert(len(self.keys) + 1, "model", pd.Series(models, dtype=object))
+        """The manifest's columns and every model's bytes (reads them all: for small sets)."""
+        frame = self.manifest.drop(columns=[c for c in ("row", "shard") if c in self.manifest])
+        blobs = [self.blob(pos) for pos in range(len(frame))]
+        frame.insert(len(self.keys) + 1, "model", pd.Series(blobs, dtype=object))
         return frame
 
     def predict(self, frame: pd.DataFrame, errors: str = "raise") -> pd.DataFrame:

@@ -1,0 +1,243 @@
+"""A model set's bytes as shards: ``artifacts/models/part-NNNNN.arrow``, written where they are.
+
+A registered version holds its models' bytes (so it loads on its own, in a server or a
+notebook), but the driver only ever handles their metadata. The bytes come from
+gold.model_ledger, matched on (keys, origin run, ``model_sha256``) — a carried-over key's row
+has no bytes of its own: its origin run's row has them — and go straight into shard files of at
+most ``SHARD_ROWS`` models:
+
+- ``stream_ledger_shards``: the local table store. The ledger's Parquet files are scanned in
+  batches of ``_SCAN_ROWS`` rows, so memory holds one batch and one shard's writer, whatever
+  the number of keys.
+- ``spark_shards``: the Spark table store. Executors join the ledger to the manifest, each
+  range of keys becomes one shard written by its task and uploaded to the version's artifact
+  location by the task itself; only (keys, shard, row) come back to the driver.
+
+Either way every model's bytes are checked against the sha256 the version registers before
+they are written, and a key whose bytes are missing or altered stops the registration with
+its name.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from manymodels.errors import ModelError
+from manymodels.registry import files
+from manymodels.registry.files import ShardWriter, key_text, sha256_hex, shard_name
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from manymodels.config import Config
+    from manymodels.tables import TableStore
+
+__all__ = ["spark_shards", "stream_ledger_shards"]
+
+log = logging.getLogger(__name__)
+
+_SCAN_ROWS = 512
+LEDGER_TABLE = "model_ledger"
+_BYTES = (("model_sha256", "model"), ("baseline_model_sha256", "baseline_model"))
+
+
+def _missing_error(keys: list[str], wanted: pd.DataFrame) -> ModelError:
+    first = wanted.iloc[0]
+    key = key_text(keys, [first[k] for k in keys])
+    return ModelError(
+        f"gold.model_ledger holds no model bytes for key {key} of run {first['run_id']} with "
+        f"model_sha256 {str(first['model_sha256'])[:12]}... ({len(wanted):,} key(s) in all): "
+        "its ledger row was removed or altered; retrain those keys"
+    )
+
+
+def _altered_error(keys: list[str], values: list[Any]) -> ModelError:
+    return ModelError(
+        f"the model of key {key_text(keys, values)} in gold.model_ledger does not match its "
+        "model_sha256; its bytes were altered: retrain that key"
+    )
+
+
+def _ledger_dataset(store: TableStore, ref: Any) -> Any:
+    """The local ledger as a pyarrow dataset (Delta statistics prune its files)."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(store.path(ref))).to_pyarrow_dataset()  # type: ignore[attr-defined]
+
+
+def stream_ledger_shards(
+    store: TableStore, cfg: Config, wanted: pd.DataFrame, folder: Path
+) -> pd.DataFrame:
+    """Write the bytes of ``wanted`` (keys, run_id, model_sha256) from the local ledger into
+    shards under ``folder``; return ``wanted`` with ``shard`` and ``row``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    keys = list(cfg.data.keys)
+    ref = store.ref("gold", LEDGER_TABLE)
+    dataset = _ledger_dataset(store, ref)
+    found = set(dataset.schema.names)
+    pairs = [(s, b) for s, b in _BYTES if s in found and b in found]
+    runs = sorted(set(wanted["run_id"].astype(str)))
+    expr = pc.field("origin_run_id").isin(runs) & (pc.field("status") == "ok")
+    columns = [*keys, "origin_run_id", *(c for p in pairs for c in p)]
+    todo = wanted[[*keys, "run_id", "model_sha256"]].copy()
+    for k in keys:
+        todo[k] = todo[k].astype(dataset.schema.field(k).type.to_pandas_dtype())
+    todo["_pos"] = range(len(todo))
+    placed: dict[int, tuple[str, int]] = {}
+    key_schema = pa.schema([dataset.schema.field(k) for k in keys])
+    with ShardWriter(folder, key_schema, keys) as writer:
+        for batch in dataset.to_batches(columns=columns, filter=expr, batch_size=_SCAN_ROWS):
+            if batch.num_rows == 0 or len(placed) == len(todo):
+                continue
+            meta = batch.select([*keys, "origin_run_id"]).to_pandas()
+            meta = meta.rename(columns={"origin_run_id": "run_id"})
+            meta["_at"] = range(len(meta))
+            for sha_col, bytes_col in pairs:
+                blobs = batch.column(bytes_col)
+                has = pc.is_valid(blobs).to_numpy(zero_copy_only=False)
+                cand = meta.assign(model_sha256=batch.column(sha_col).to_pandas())[has]
+                hits = cand.merge(todo, on=[*keys, "run_id", "model_sha256"])
+                hits = hits[~hits["_pos"].isin(placed)].drop_duplicates("_pos")
+                if hits.empty:
+                    continue
+                at = pa.array(hits["_at"].to_numpy())
+                chosen = blobs.take(at)
+                for blob, sha, pos in zip(
+                    chosen.to_pylist(), hits["model_sha256"], hits["_pos"], strict=True
+                ):
+                    if sha256_hex(blob) != sha:
+                        raise _altered_error(keys, [todo[k].iloc[pos] for k in keys])
+                rows = pa.Table.from_arrays(
+                    [*(batch.column(k).take(at) for k in keys), chosen],
+                    names=[*keys, "model"],
+                )
+                for pos, spot in zip(hits["_pos"], writer.write(rows), strict=True):
+                    placed[int(pos)] = spot
+    if len(placed) < len(todo):
+        raise _missing_error(keys, wanted[~todo["_pos"].isin(placed).to_numpy()])
+    out = wanted.copy()
+    out["shard"] = [placed[i][0] for i in range(len(out))]
+    out["row"] = pd.Series([placed[i][1] for i in range(len(out))], index=out.index, dtype="int64")
+    return out
+
+
+def spark_shards(
+    spark: SparkSession,
+    store: TableStore,
+    cfg: Config,
+    wanted: pd.DataFrame,
+    artifact_uri: str,
+) -> pd.DataFrame:
+    """Write the bytes of ``wanted`` (keys, run_id, model_sha256) into shards on the executors,
+    each uploaded by its task to ``artifact_uri``; return ``wanted`` with ``shard`` and ``row``.
+    """
+    from pyspark.sql import types as T
+
+    from manymodels.score_udf import models_frame
+    from manymodels.spark import to_pandas
+
+    keys = list(cfg.data.keys)
+    if wanted.empty:
+        return wanted.assign(shard=pd.Series(dtype=object), row=pd.Series(dtype="int64"))
+    ledger = store.read_spark(spark, store.ref("gold", LEDGER_TABLE))
+    joined = models_frame(spark, store, cfg, wanted, ledger.select(*keys))
+    n_shards = max(1, math.ceil(len(wanted) / files.SHARD_ROWS))
+    key_fields = [f for f in joined.schema.fields if f.name in keys]
+    out_schema = T.StructType(
+        [
+            *key_fields,
+            T.StructField("shard", T.StringType()),
+            T.StructField("row", T.LongType()),
+            T.StructField("problem", T.StringType()),
+        ]
+    )
+    placed = to_pandas(
+        joined.select(*keys, "model_sha256", "model")
+        .repartitionByRange(n_shards, *keys)
+        .sortWithinPartitions(*keys)
+        .mapInPandas(_task_writer(keys, artifact_uri), schema=out_schema)
+    )
+    for k in keys:
+        placed[k] = placed[k].astype(wanted[k].dtype)
+    bad = placed[placed["problem"].notna()]
+    if len(bad):
+        first = bad.iloc[0]
+        if first["problem"] == "altered":
+            raise _altered_error(keys, [first[k] for k in keys])
+        raise _missing_error(keys, wanted.merge(bad[keys], on=keys))
+    out = wanted.merge(placed.drop(columns="problem"), on=keys, how="left")
+    if out["shard"].isna().any():
+        raise _missing_error(keys, out[out["shard"].isna()])
+    out["row"] = out["row"].astype("int64")
+    return out
+
+
+def _task_writer(keys: list[str], artifact_uri: str) -> Any:
+    """What each task runs: its rows -> one shard file, uploaded; (keys, shard, row) out."""
+
+    def write(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        name = shard_name(ctx.partitionId() if ctx is not None else 0)
+        placements: list[pd.DataFrame] = []
+        rows = 0
+        with tempfile.TemporaryDirectory(prefix="mm-shard-") as tmp:
+            path = Path(tmp) / name
+            writer: Any = None
+            sink: Any = None
+            try:
+                for pdf in batches:
+                    if pdf.empty:
+                        continue
+                    problem = pd.Series(None, index=pdf.index, dtype=object)
+                    missing = pdf["model"].isna()
+                    problem[missing] = "missing"
+                    for i in pdf.index[~missing]:
+                        blob: Any = pdf.at[i, "model"]
+                        if sha256_hex(bytes(blob)) != pdf.at[i, "model_sha256"]:
+                            problem[i] = "altered"
+                    good = pdf[problem.isna()]
+                    if len(good):
+                        table = pa.Table.from_pandas(good[keys], preserve_index=False)
+                        table = table.append_column(
+                            "model", pa.array(good["model"].map(bytes), type=pa.large_binary())
+                        )
+                        if writer is None:
+                            sink = pa.OSFile(str(path), "wb")
+                            writer = pa.ipc.new_file(sink, table.schema)
+                        writer.write_table(table)
+                    placed = pdf[keys].copy()
+                    placed["shard"] = name
+                    placed["row"] = -1
+                    placed.loc[good.index, "row"] = range(rows, rows + len(good))
+                    placed["problem"] = problem
+                    rows += len(good)
+                    placements.append(placed)
+            finally:
+                if writer is not None:
+                    writer.close()
+                    sink.close()
+            if rows:
+                _upload(path, artifact_uri)
+        yield from placements
+
+    return write
+
+
+def _upload(path: Path, artifact_uri: str) -> None:
+    """Put one shard file into the version's artifact folder (any MLflow artifact store)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    repo: Any = get_artifact_repository(artifact_uri)
+    repo.log_artifact(str(path))

@@ -1,0 +1,117 @@
+"""A set's bytes in shards, copied from gold.model_ledger by key, run and sha256 (never through
+a frame of bytes on the driver), and sets of the single-file format 1 still loading."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from manymodels import registry
+from manymodels.config import Config, load_config
+from manymodels.errors import ModelError
+from manymodels.registry import files
+from manymodels.registry.store import Store
+from manymodels.tables import open_store
+from test_registry import LAST_DS, Loader, level, make_models
+
+pytest.importorskip("mlflow")
+
+KEYS = ["store", "item"]
+META = [*KEYS, "run_id", "family", "model_sha256", "last_ds", "freq"]
+
+
+@pytest.fixture
+def cfg(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Config:
+    monkeypatch.setattr(registry.store, "_load_forecaster", Loader())
+    monkeypatch.setattr(files, "SHARD_ROWS", 7)  # 50 models -> 8 shards
+    return load_config(
+        home=tmp_path / "home",
+        overrides={"mlflow.experiment": "test", "mlflow.model_name": "mm_shards"},
+    )
+
+
+def write_ledger(cfg: Config, models: pd.DataFrame, run_id: str) -> None:
+    """Ledger rows as train writes them: the bytes in the origin run's row only."""
+    rows = models.assign(run_id=run_id, origin_run_id=models["run_id"], status="ok")
+    store = open_store(cfg)
+    store.append(store.ref("gold", "model_ledger"), rows.drop(columns="extra"))
+
+
+def register_meta(cfg: Config, meta: pd.DataFrame, alias: str = "challenger") -> int:
+    with registry.job_run(cfg, "train") as run:
+        version = registry.register_model_set(
+            cfg, meta, alias=alias, run_id=run.run_id, store=open_store(cfg)
+        )
+    return version.version
+
+
+def test_bytes_come_from_the_ledger_into_shards_and_carried_keys_from_their_origin(cfg):
+    first = make_models(run_id="r1")
+    write_ledger(cfg, first, "r1")
+    # run r2 refits store 0 and carries the rest over: its carried rows hold no bytes
+    refit = make_models(n_stores=1, run_id="r2", offset=0.5)
+    carried = first[first["store"] > 0].assign(model=None)
+    write_ledger(cfg, pd.concat([refit, carried]), "r2")
+    meta = pd.concat([refit, first[first["store"] > 0]])[META]
+
+    version = register_meta(cfg, meta)
+    ms = registry.load_model_set(cfg, "challenger")
+    assert ms.version == version and len(ms) == 50
+    shards = sorted((ms.path / "artifacts" / files.MODELS_DIR).glob("part-*.arrow"))
+    assert len(shards) == 8 and set(ms.manifest["shard"]) == {p.name for p in shards}
+    assert ms.get((0, "i03")).level == level(0, "i03", 0.5)  # refitted in r2
+    assert ms.get((4, "i09")).level == level(4, "i09")  # r1's bytes, carried by r2
+    frame = ms.models_frame().merge(pd.concat([refit, first[first["store"] > 0]]), on=KEYS)
+    assert (frame["model_x"] == frame["model_y"]).all() and len(frame) == 50
+
+
+def test_altered_or_missing_ledger_bytes_stop_the_registration_naming_the_key(cfg):
+    models = make_models(n_stores=2, run_id="r1")
+    bad = models.copy()
+    hit = (bad["store"] == 1) & (bad["item"] == "i04")
+    bad.loc[hit, "model"] = bad.loc[hit, "model"].map(lambda b: b.replace(b"pad", b"PAD"))
+    write_ledger(cfg, bad, "r1")
+    with pytest.raises(ModelError, match=r"store=1, item='i04'.*altered"):
+        register_meta(cfg, models[META])
+    assert registry.get_alias_version(cfg, "challenger") is None
+
+    gone = models[META].copy()
+    gone.loc[gone["store"] == 0, "model_sha256"] = "0" * 64  # no ledger row has these bytes
+    with pytest.raises(ModelError, match=r"no model bytes for key \(store=0.*10 key\(s\)"):
+        register_meta(cfg, gone[gone["store"] == 0])
+
+
+def test_metadata_without_a_store_says_what_to_pass(cfg):
+    with registry.job_run(cfg, "train") as run, pytest.raises(ModelError, match="store="):
+        registry.register_model_set(
+            cfg, make_models(run_id="r1")[META], alias="challenger", run_id=run.run_id
+        )
+
+
+def test_a_set_of_format_1_still_loads(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """One models.arrow whose manifest row is the row in it, as sets were registered before."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(registry.store, "_load_forecaster", Loader())
+    frame = files.prepare(make_models(n_stores=2, run_id="r1"), KEYS)
+    meta = {b"manymodels.keys": json.dumps(KEYS).encode(), b"manymodels.format": b"1"}
+    table = pa.Table.from_pandas(frame[KEYS], preserve_index=False)
+    table = table.append_column("model", pa.array(frame["model"].tolist(), pa.large_binary()))
+    with (
+        pa.OSFile(str(tmp_path / files.MODELS_FILE), "wb") as sink,
+        pa.ipc.new_file(sink, table.schema) as writer,
+    ):
+        for batch in table.to_batches(max_chunksize=6):
+            writer.write_batch(batch)
+    manifest = frame[META].assign(row=range(len(frame)))
+    pq.write_table(
+        pa.Table.from_pandas(manifest, preserve_index=False).replace_schema_metadata(meta),
+        str(tmp_path / files.MANIFEST_FILE),
+    )
+    store = Store(tmp_path, "a format-1 set")
+    assert len(store) == 20 and store.get((1, "i07")).level == level(1, "i07")
+    out = store.predict(pd.DataFrame({"store": [0], "item": ["i02"], "horizon": [2]}))
+    assert out["ds"].tolist() == [LAST_DS + pd.Timedelta(days=d) for d in (1, 2)]
