@@ -193,7 +193,8 @@ def _registry(home: Path) -> dict[str, Any]:
         if get_alias_version(cfg, alias) is None:
             out[f"alias:{alias}"] = None
             continue
-        manifest = load_model_set(cfg, alias=alias).manifest
+        # where a key's bytes sit (shard, row) follows the ledger's file layout: not content
+        manifest = load_model_set(cfg, alias=alias).manifest.drop(columns=["shard", "row"])
         out[f"alias:{alias}"] = _frame_digest(manifest)  # run ids and versions dropped
     client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
     running = 0
