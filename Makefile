@@ -41,7 +41,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks jobs
 	$(BIN)/mypy
 
-# The whole suite on a classic local Spark session; the Spark tests once more against a local
+# The whole suite on classic local Spark sessions, two pytest workers taking a test file at a
+# time (each worker has its own session); the Spark tests once more against a local
 # Spark Connect server (Databricks serverless and standard-access clusters run Python that way),
 # but for those marked classic_only (they start a classic session or use none of its code);
 # then the pipeline tests on each declared Databricks runtime's pinned libraries, whose envs are
@@ -49,7 +50,7 @@ lint: $(STAMP)
 PY_ENV := PYSPARK_PYTHON=$(abspath $(BIN))/python
 test: check-java check-chromium lint
 	@.ci/runtimes --prepare >.ci-venvs.log 2>&1 & prep=$$!; \
-	$(PY_ENV) $(BIN)/python -m pytest -q && \
+	$(PY_ENV) $(BIN)/python -m pytest -q -n 2 --dist loadfile && \
 	MANYMODELS_TEST_SPARK=connect $(PY_ENV) $(BIN)/python -m pytest -q -m 'not classic_only' tests/spark && \
 	{ wait $$prep || { cat .ci-venvs.log; exit 1; }; } && \
 	.ci/runtimes
