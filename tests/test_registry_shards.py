@@ -115,3 +115,40 @@ def test_a_set_of_format_1_still_loads(tmp_path, monkeypatch: pytest.MonkeyPatch
     assert len(store) == 20 and store.get((1, "i07")).level == level(1, "i07")
     out = store.predict(pd.DataFrame({"store": [0], "item": ["i02"], "horizon": [2]}))
     assert out["ds"].tolist() == [LAST_DS + pd.Timedelta(days=d) for d in (1, 2)]
+
+
+class FakeGroup:
+    """A group model: one level per series, served through ``for_series``."""
+
+    def __init__(self, levels: dict[str, float]) -> None:
+        self.levels = levels
+
+    def for_series(self, key):  # type: ignore[no-untyped-def]
+        from test_registry import FakeForecaster
+
+        return FakeForecaster(self.levels[f"{key['store']}-{key['item']}"], "D")
+
+
+def test_keys_sharing_one_group_model_store_and_load_it_once(cfg, monkeypatch):
+    import hashlib
+
+    loads: list[bytes] = []
+
+    def load_group(blob: bytes, sha256: str | None) -> FakeGroup:
+        loads.append(blob)
+        return FakeGroup(json.loads(blob))
+
+    monkeypatch.setattr(registry.store, "_load_forecaster", load_group)
+    blob = json.dumps({"0-i00": 10.0, "0-i01": 11.0, "1-i00": 20.0}).encode()
+    sha = hashlib.sha256(blob).hexdigest()
+    group = pd.DataFrame(
+        {"store": [0, 0, 1], "item": ["i00", "i01", "i00"], "run_id": "r1", "family": "pooled"}
+    ).assign(model_sha256=sha, last_ds=LAST_DS, freq="D")
+    # the group's bytes sit in one series' ledger row; the others reference them (no bytes)
+    write_ledger(cfg, group.assign(model=[blob, None, None], extra=0), "r1")
+    register_meta(cfg, group)
+    ms = registry.load_model_set(cfg, "challenger")
+    shards = list((ms.path / "artifacts" / files.MODELS_DIR).glob("part-*.arrow"))
+    assert len(shards) == 1 and ms.manifest["row"].tolist() == [0, 0, 0]
+    assert [ms.get(k).level for k in [(0, "i00"), (0, "i01"), (1, "i00")]] == [10.0, 11.0, 20.0]
+    assert len(loads) == 1  # one deserialization serves the three series

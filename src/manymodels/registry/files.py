@@ -191,16 +191,20 @@ def write_manifest(frame: pd.DataFrame, keys: list[str], folder: Path) -> Path:
 
 def write_set(frame: pd.DataFrame, keys: list[str], folder: Path) -> pd.DataFrame:
     """Write the bytes of a prepared frame (with ``model``) into shards under ``folder /
-    MODELS_DIR``; return the frame's metadata with ``shard`` and ``row``."""
+    MODELS_DIR``, each distinct model once (a group model serves many keys); return the
+    frame's metadata with ``shard`` and ``row``."""
     import pyarrow as pa
 
-    table = pa.Table.from_pandas(frame[keys], preserve_index=False)
+    distinct = frame.drop_duplicates("model_sha256")
+    table = pa.Table.from_pandas(distinct[keys], preserve_index=False)
     with ShardWriter(folder / MODELS_DIR, table.schema, keys) as writer:
         table = table.append_column(
-            "model", pa.array(frame["model"].tolist(), type=pa.large_binary())
+            "model", pa.array(distinct["model"].tolist(), type=pa.large_binary())
         )
         placed = writer.write(table)
+    spot = dict(zip(distinct["model_sha256"], placed, strict=True))
     out = frame.drop(columns="model")
-    out["shard"] = [s for s, _ in placed]
-    out["row"] = pd.Series([r for _, r in placed], index=out.index, dtype="int64")
+    out["shard"] = [spot[sha][0] for sha in out["model_sha256"]]
+    out["row"] = pd.Series([spot[sha][1] for sha in out["model_sha256"]], index=out.index)
+    out["row"] = out["row"].astype("int64")
     return out

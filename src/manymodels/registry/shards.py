@@ -72,6 +72,22 @@ def _ledger_dataset(store: TableStore, ref: Any) -> Any:
     return DeltaTable(str(store.path(ref))).to_pyarrow_dataset()  # type: ignore[attr-defined]
 
 
+def _models_of(wanted: pd.DataFrame) -> pd.DataFrame:
+    """The distinct models ``wanted`` needs: one row per (run_id, model_sha256), with the
+    first key that uses it (a group model serves many keys: its bytes are copied once)."""
+    models = wanted.drop_duplicates(["run_id", "model_sha256"]).reset_index(drop=True)
+    return models.assign(_pos=range(len(models)))
+
+
+def _placed(wanted: pd.DataFrame, models: pd.DataFrame, spots: pd.DataFrame) -> pd.DataFrame:
+    """``wanted`` with the shard and row of its model (``spots``: _pos, shard, row)."""
+    where = models[["run_id", "model_sha256", "_pos"]].merge(spots, on="_pos")
+    out = wanted.merge(where.drop(columns="_pos"), on=["run_id", "model_sha256"], how="left")
+    out.index = wanted.index
+    out["row"] = out["row"].astype("int64")
+    return out
+
+
 def stream_ledger_shards(
     store: TableStore, cfg: Config, wanted: pd.DataFrame, folder: Path
 ) -> pd.DataFrame:
@@ -81,53 +97,51 @@ def stream_ledger_shards(
     import pyarrow.compute as pc
 
     keys = list(cfg.data.keys)
-    ref = store.ref("gold", LEDGER_TABLE)
-    dataset = _ledger_dataset(store, ref)
+    dataset = _ledger_dataset(store, store.ref("gold", LEDGER_TABLE))
     found = set(dataset.schema.names)
     pairs = [(s, b) for s, b in _BYTES if s in found and b in found]
-    runs = sorted(set(wanted["run_id"].astype(str)))
-    expr = pc.field("origin_run_id").isin(runs) & (pc.field("status") == "ok")
+    models = _models_of(wanted)
+    expr = pc.field("origin_run_id").isin(sorted(set(models["run_id"]))) & (
+        pc.field("status") == "ok"
+    )
     columns = [*keys, "origin_run_id", *(c for p in pairs for c in p)]
-    todo = wanted[[*keys, "run_id", "model_sha256"]].copy()
-    for k in keys:
-        todo[k] = todo[k].astype(dataset.schema.field(k).type.to_pandas_dtype())
-    todo["_pos"] = range(len(todo))
-    placed: dict[int, tuple[str, int]] = {}
-    key_schema = pa.schema([dataset.schema.field(k) for k in keys])
-    with ShardWriter(folder, key_schema, keys) as writer:
+    todo = models[["run_id", "model_sha256", "_pos"]]
+    spots: dict[int, tuple[str, int]] = {}
+    with ShardWriter(folder, pa.schema([dataset.schema.field(k) for k in keys]), keys) as out:
         for batch in dataset.to_batches(columns=columns, filter=expr, batch_size=_SCAN_ROWS):
-            if batch.num_rows == 0 or len(placed) == len(todo):
+            if batch.num_rows == 0 or len(spots) == len(todo):
                 continue
-            meta = batch.select([*keys, "origin_run_id"]).to_pandas()
-            meta = meta.rename(columns={"origin_run_id": "run_id"})
-            meta["_at"] = range(len(meta))
+            runs = batch.column("origin_run_id").to_pandas()
             for sha_col, bytes_col in pairs:
                 blobs = batch.column(bytes_col)
                 has = pc.is_valid(blobs).to_numpy(zero_copy_only=False)
-                cand = meta.assign(model_sha256=batch.column(sha_col).to_pandas())[has]
-                hits = cand.merge(todo, on=[*keys, "run_id", "model_sha256"])
-                hits = hits[~hits["_pos"].isin(placed)].drop_duplicates("_pos")
+                cand = pd.DataFrame(
+                    {"run_id": runs, "model_sha256": batch.column(sha_col).to_pandas()}
+                ).assign(_at=range(batch.num_rows))[has]
+                hits = cand.merge(todo, on=["run_id", "model_sha256"])
+                hits = hits[~hits["_pos"].isin(spots)].drop_duplicates("_pos")
                 if hits.empty:
                     continue
                 at = pa.array(hits["_at"].to_numpy())
                 chosen = blobs.take(at)
-                for blob, sha, pos in zip(
-                    chosen.to_pylist(), hits["model_sha256"], hits["_pos"], strict=True
-                ):
+                checks = zip(chosen.to_pylist(), hits["model_sha256"], hits["_at"], strict=True)
+                for blob, sha, i in checks:
                     if sha256_hex(blob) != sha:
-                        raise _altered_error(keys, [todo[k].iloc[pos] for k in keys])
+                        row = batch.slice(int(i), 1).to_pylist()[0]
+                        raise _altered_error(keys, [row[k] for k in keys])
                 rows = pa.Table.from_arrays(
-                    [*(batch.column(k).take(at) for k in keys), chosen],
-                    names=[*keys, "model"],
+                    [*(batch.column(k).take(at) for k in keys), chosen], names=[*keys, "model"]
                 )
-                for pos, spot in zip(hits["_pos"], writer.write(rows), strict=True):
-                    placed[int(pos)] = spot
-    if len(placed) < len(todo):
-        raise _missing_error(keys, wanted[~todo["_pos"].isin(placed).to_numpy()])
-    out = wanted.copy()
-    out["shard"] = [placed[i][0] for i in range(len(out))]
-    out["row"] = pd.Series([placed[i][1] for i in range(len(out))], index=out.index, dtype="int64")
-    return out
+                for pos, spot in zip(hits["_pos"], out.write(rows), strict=True):
+                    spots[int(pos)] = spot
+    if len(spots) < len(todo):
+        lost = todo[~todo["_pos"].isin(spots)]
+        raise _missing_error(keys, wanted.merge(lost[["run_id", "model_sha256"]]))
+    frame = pd.DataFrame(
+        [(pos, shard, row) for pos, (shard, row) in spots.items()],
+        columns=["_pos", "shard", "row"],
+    )
+    return _placed(wanted, models, frame)
 
 
 def spark_shards(
@@ -140,45 +154,54 @@ def spark_shards(
     """Write the bytes of ``wanted`` (keys, run_id, model_sha256) into shards on the executors,
     each uploaded by its task to ``artifact_uri``; return ``wanted`` with ``shard`` and ``row``.
     """
+    from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from manymodels.score_udf import models_frame
     from manymodels.spark import to_pandas
 
     keys = list(cfg.data.keys)
     if wanted.empty:
         return wanted.assign(shard=pd.Series(dtype=object), row=pd.Series(dtype="int64"))
-    ledger = store.read_spark(spark, store.ref("gold", LEDGER_TABLE))
-    joined = models_frame(spark, store, cfg, wanted, ledger.select(*keys))
-    n_shards = max(1, math.ceil(len(wanted) / files.SHARD_ROWS))
-    key_fields = [f for f in joined.schema.fields if f.name in keys]
+    models = _models_of(wanted)
+    rows = store.read_spark(spark, store.ref("gold", LEDGER_TABLE))
+    rows = rows.where(F.col("origin_run_id").isin(sorted(set(models["run_id"]))))
+    rows = rows.where(F.col("status") == "ok")
+    run = F.col("origin_run_id").alias("run_id")
+    ledger = None
+    for sha_col, bytes_col in _BYTES:
+        if sha_col not in rows.columns or bytes_col not in rows.columns:
+            continue
+        part = rows.where(F.col(bytes_col).isNotNull()).select(
+            *keys, run, F.col(sha_col).alias("model_sha256"), F.col(bytes_col).alias("model")
+        )
+        ledger = part if ledger is None else ledger.unionByName(part)
+    assert ledger is not None  # the ledger always has model and model_sha256
+    need = spark.createDataFrame(models[["run_id", "model_sha256", "_pos"]])
+    found = ledger.join(need, ["run_id", "model_sha256"]).dropDuplicates(["_pos"])
+    n_shards = max(1, math.ceil(len(models) / files.SHARD_ROWS))
     out_schema = T.StructType(
         [
-            *key_fields,
+            *[f for f in ledger.schema.fields if f.name in keys],
+            T.StructField("_pos", T.LongType()),
             T.StructField("shard", T.StringType()),
             T.StructField("row", T.LongType()),
             T.StructField("problem", T.StringType()),
         ]
     )
-    placed = to_pandas(
-        joined.select(*keys, "model_sha256", "model")
-        .repartitionByRange(n_shards, *keys)
-        .sortWithinPartitions(*keys)
+    spots = to_pandas(
+        found.select(*keys, "_pos", "model_sha256", "model")
+        .repartitionByRange(n_shards, "_pos")
+        .sortWithinPartitions("_pos")
         .mapInPandas(_task_writer(keys, artifact_uri), schema=out_schema)
     )
-    for k in keys:
-        placed[k] = placed[k].astype(wanted[k].dtype)
-    bad = placed[placed["problem"].notna()]
+    bad = spots[spots["problem"].notna()]
     if len(bad):
         first = bad.iloc[0]
-        if first["problem"] == "altered":
-            raise _altered_error(keys, [first[k] for k in keys])
-        raise _missing_error(keys, wanted.merge(bad[keys], on=keys))
-    out = wanted.merge(placed.drop(columns="problem"), on=keys, how="left")
-    if out["shard"].isna().any():
-        raise _missing_error(keys, out[out["shard"].isna()])
-    out["row"] = out["row"].astype("int64")
-    return out
+        raise _altered_error(keys, [first[k] for k in keys])
+    lost = models[~models["_pos"].isin(spots["_pos"])]
+    if len(lost):
+        raise _missing_error(keys, wanted.merge(lost[["run_id", "model_sha256"]]))
+    return _placed(wanted, models, spots[["_pos", "shard", "row"]])
 
 
 def _task_writer(keys: list[str], artifact_uri: str) -> Any:
@@ -201,9 +224,7 @@ def _task_writer(keys: list[str], artifact_uri: str) -> Any:
                     if pdf.empty:
                         continue
                     problem = pd.Series(None, index=pdf.index, dtype=object)
-                    missing = pdf["model"].isna()
-                    problem[missing] = "missing"
-                    for i in pdf.index[~missing]:
+                    for i in pdf.index:
                         blob: Any = pdf.at[i, "model"]
                         if sha256_hex(bytes(blob)) != pdf.at[i, "model_sha256"]:
                             problem[i] = "altered"
@@ -217,7 +238,7 @@ def _task_writer(keys: list[str], artifact_uri: str) -> Any:
                             sink = pa.OSFile(str(path), "wb")
                             writer = pa.ipc.new_file(sink, table.schema)
                         writer.write_table(table)
-                    placed = pdf[keys].copy()
+                    placed = pdf[[*keys, "_pos"]].copy()
                     placed["shard"] = name
                     placed["row"] = -1
                     placed.loc[good.index, "row"] = range(rows, rows + len(good))

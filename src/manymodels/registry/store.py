@@ -13,7 +13,7 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +72,13 @@ def parse_cache_bytes(value: Any = None) -> int:
     return positive_setting(value, CACHE_BYTES_ENV, _DEFAULT_CACHE_BYTES, "model cache bytes")
 
 
+def _served(model: Any, key: Mapping[str, Any]) -> Forecaster:
+    """The model that forecasts ``key`` (column -> value): a group model's view of that
+    series (``for_series``), else the model itself."""
+    view = getattr(model, "for_series", None)
+    return view(key) if callable(view) else model
+
+
 class Store:
     """A model set's manifest, its shards memory-mapped on first use, a bounded LRU of models.
 
@@ -114,8 +121,8 @@ class Store:
         self._sha = self.manifest["model_sha256"].tolist()
         self.last_ds: list[pd.Timestamp] = pd.to_datetime(self.manifest["last_ds"]).tolist()
         self.freq: list[str] = self.manifest["freq"].tolist()
-        # row -> (model, its serialized size, its memo of horizon forecasts)
-        self._cache: OrderedDict[int, tuple[Forecaster, int, dict[int, Any]]] = OrderedDict()
+        # sha256 -> (model, its serialized size, per key its memo of horizon forecasts)
+        self._cache: OrderedDict[str, tuple[Any, int, dict[Any, dict[Any, Any]]]] = OrderedDict()
         self._lock = threading.Lock()
         self.cache_size = parse_cache_size(cache_size)
         self.cache_bytes = parse_cache_bytes(cache_bytes)
@@ -179,14 +186,19 @@ class Store:
         return bytes(value)
 
     def get(self, key: Any) -> Forecaster:
-        """The deserialized model of ``key``, sha-verified, through the LRU cache."""
+        """The deserialized model of ``key``, sha-verified, through the LRU cache.
+
+        Models are cached by their sha256: keys that share one model (a group model serving
+        many series) load it once; each key gets that model's view of its own series.
+        """
         row = self.row_of(key)
+        sha = self._sha[row]
         with self._lock:
-            hit = self._cache.get(row)
+            hit = self._cache.get(sha)
             if hit is not None:
-                self._cache.move_to_end(row)
-                return hit[0]
-        blob, sha = self.blob(row), self._sha[row]
+                self._cache.move_to_end(sha)
+                return _served(hit[0], dict(zip(self.keys, self._key(row), strict=True)))
+        blob = self.blob(row)
         if sha256_hex(blob) != sha:
             raise IntegrityError(
                 f"{self.label}: the model of key {key_text(self.keys, self._key(row))} does not "
@@ -203,26 +215,31 @@ class Store:
             ) from exc
         with self._lock:
             self.loads += 1
-            if row not in self._cache:
-                self._cache[row] = (model, len(blob), {})
+            if sha not in self._cache:
+                self._cache[sha] = (model, len(blob), {})
                 self.cached_bytes += len(blob)
             self._evict(self.cache_size, self.cache_bytes)
-        return model
+        return _served(model, dict(zip(self.keys, self._key(row), strict=True)))
+
+    def _memo(self, key: tuple[Hashable, ...]) -> dict[Any, Any] | None:
+        """``key``'s memo beside its cached model (None when the model is not cached)."""
+        row = self._rows.get(key)
+        hit = self._cache.get(self._sha[row]) if row is not None else None
+        return None if hit is None else hit[2].setdefault(key, {})
 
     def recall(self, key: tuple[Hashable, ...], tag: Any) -> Any:
         """What ``remember`` kept under ``tag`` beside ``key``'s cached model, or None."""
         with self._lock:
-            hit = self._cache.get(self._rows.get(key, -1))
-            return hit[2].get(tag) if hit is not None else None
+            memo = self._memo(key)
+            return None if memo is None else memo.get(tag)
 
     def remember(self, key: tuple[Hashable, ...], tag: Any, value: Any, most: int = 4) -> None:
         """Keep ``value`` beside ``key``'s cached model (it goes when the model goes), at most
-        ``most`` tags per model, the oldest first out. A no-op when the model is not cached."""
+        ``most`` tags per key, the oldest first out. A no-op when the model is not cached."""
         with self._lock:
-            hit = self._cache.get(self._rows.get(key, -1))
-            if hit is None:
+            memo = self._memo(key)
+            if memo is None:
                 return
-            memo = hit[2]
             memo[tag] = value
             while len(memo) > most:
                 memo.pop(next(iter(memo)))
