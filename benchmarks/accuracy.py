@@ -26,8 +26,10 @@ for the test rows; its horizon is the test span unless ``--pooled-param horizon=
 otherwise; ``--pooled-param KEY=VALUE`` sets any of its parameters. The models are fitted in
 the same Pool (one LightGBM thread per model); core-s/key: the CPU of every fit and forecast
 divided by the series; coverage: the share of test rows inside [yhat_lower, yhat_upper]
-(``train.interval_width``, 0.8 by default); Poisson floor: the SMAPE expected if the actuals
-were Poisson draws around the forecast (see ``poisson_floor``). One line per granularity:
+(``train.interval_width``, 0.8 by default); bias: forecast total / actual total; Poisson
+floor (SMAPE only, a hindsight diagnostic): the SMAPE expected if the actuals were Poisson draws
+around the forecast rescaled to the actual total (``poisson_floor``): about what a forecast
+with the right level, whose only error is the noise, would score. One line per granularity:
 ``accuracy dataset=... partition=<store|all> <metric>=... keys_without_forecast=...``. With
 --pooled and no --config/--preset, only the pooled rows run (the references always do).
 
@@ -443,14 +445,20 @@ def run_pooled(ds: Dataset, test: pd.DataFrame, partition: str, args: argparse.N
         lower.loc[r["index"]], upper.loc[r["index"]] = r["lower"], r["upper"]
     actual = test[ds.target].astype("float64")
     inside = (actual >= lower) & (actual <= upper)
+    keep = forecast.notna()
     n_series = len(test[ds.keys].drop_duplicates())
     return {
         **score_rows(ds, test, forecast),
         "core_s_per_key": sum(r["cpu"] for r in results) / max(1, n_series),
         "wall_s": wall,
         "models": len(results),
-        "coverage": float(inside[forecast.notna()].mean()),
-        "poisson_floor": poisson_floor(forecast) if ds.metric == "smape" else math.nan,
+        "coverage": float(inside[keep].mean()),
+        "bias": float(forecast[keep].sum() / actual[keep].sum()),
+        "poisson_floor": poisson_floor(
+            forecast[keep] * float(actual[keep].sum() / forecast[keep].sum())
+        )
+        if ds.metric == "smape"
+        else math.nan,
         "params": params,
         "examples": [f"{r['group']}: {r['error']}"[:240] for r in results if r["error"]][:3],
     }
@@ -473,12 +481,13 @@ def run_pooled_rows(
         config = f"pooled partition={partition}"
         rows.append({**base, "config": config, "kind": "pooled", "partition": partition, **res})
         floor = res["poisson_floor"]
-        floor = f", Poisson floor at this forecast {floor:.4g}" if math.isfinite(floor) else ""
+        floor = f", Poisson floor at the actual total {floor:.4g}" if math.isfinite(floor) else ""
         print(
             f"  {config}: {ds.metric}={res['value']:.4g}, keys without forecast "
             f"{res['keys_without_forecast']}, {res['models']} model(s), core-s/series "
             f"{res['core_s_per_key']:.3f}, wall {res['wall_s']:.1f} s, interval coverage "
-            f"{res['coverage']:.3f}{floor}, params {res['params']}",
+            f"{res['coverage']:.3f}, bias (forecast/actual) {res['bias']:.4f}{floor}, "
+            f"params {res['params']}",
             flush=True,
         )
         for example in res["examples"]:

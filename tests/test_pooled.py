@@ -109,13 +109,14 @@ def test_series_view_has_the_per_series_contract(daily) -> None:
 
 def test_a_newer_history_moves_the_origin_without_refit(daily) -> None:
     model, history, future = daily
-    newer = pd.concat([history, future.head(0)])
     week = future[future["ds"] <= future["ds"].min() + pd.Timedelta(days=6)]
     rest = future[future["ds"] > week["ds"].max()]
-    out = model.predict(rest.drop(columns="y"), history=pd.concat([newer, week]))
+    newer = pd.concat([history, week])
+    out = model.predict(rest.drop(columns="y"), history=newer)
     assert out["yhat"].notna().all() and len(out) == len(rest)
+    assert not np.allclose(out["yhat"], model.predict(rest.drop(columns="y"))["yhat"])
     with pytest.raises(DataError, match="not after its history end"):
-        model.predict(week.drop(columns="y"), history=pd.concat([newer, week]))
+        model.predict(week.drop(columns="y"), history=newer)
 
 
 def test_series_without_targets_are_left_out_and_reported() -> None:
