@@ -56,7 +56,7 @@ from manymodels.config import Config, DataConfig
 from manymodels.errors import DataError
 from manymodels.locking import exclusive
 from manymodels.periods import ISO_DATES
-from manymodels.tables import SparkTableStore, TableStore, open_store
+from manymodels.tables import SparkTableStore, TableRef, TableStore, open_store
 from manymodels.validate import check_columns
 
 if TYPE_CHECKING:
@@ -528,6 +528,14 @@ def _to_store_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @exclusive("clean")
+def _bronze_rows(store: TableStore, src: TableRef) -> int:
+    """Rows of the local bronze table, from its Delta log (no data file is read)."""
+    from deltalake import DeltaTable
+
+    actions = DeltaTable(str(store.path(src))).get_add_actions(flatten=True)  # type: ignore[attr-defined]
+    return int(sum(n or 0 for n in actions.column("num_records").to_pylist()))
+
+
 def clean(
     cfg: Config, store: TableStore | None = None, *, spark: SparkSession | None = None
 ) -> CleanResult:
@@ -536,7 +544,8 @@ def clean(
     Every check runs before anything is written; each table is replaced in one transaction.
     On the Spark backend the rows are cleaned by Spark tasks, whole keys at a time, and never
     reach the driver (``manymodels.clean_spark``; the result then holds the counts, not the
-    frames). The local backend cleans bronze in this process, all of it at once.
+    frames). The local backend cleans bronze of up to ``tables.in_process_rows`` rows in this
+    process, all of it at once, and larger bronze with Spark tasks as well.
     """
     from manymodels.ingest import BRONZE_TABLE
 
@@ -544,10 +553,11 @@ def clean(
     src = store.ref("bronze", BRONZE_TABLE)
     store.require(src, "run `manymodels ingest SOURCE...` first")
     check_columns(store.schema(src).names, cfg.data, where=str(src))
-    if isinstance(store, SparkTableStore):
+    if isinstance(store, SparkTableStore) or _bronze_rows(store, src) > cfg.tables.in_process_rows:
         from manymodels.clean_spark import clean_spark
+        from manymodels.spark import spark_of
 
-        return clean_spark(cfg, store, src)
+        return clean_spark(cfg, store, src, spark_of(spark=spark or getattr(store, "spark", None)))
     raw = store.read_pandas(src)
     if raw.empty:
         raise DataError(f"{src} is empty; ingest some data first")

@@ -44,10 +44,11 @@ from manymodels.clean import (
 from manymodels.config import Config, DataConfig
 from manymodels.errors import DataError
 from manymodels.spark import default_parallelism
-from manymodels.tables import SparkTableStore, TableRef
+from manymodels.tables import TableRef, TableStore
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
+    from pyspark.sql import SparkSession
     from pyspark.sql.types import StructType
 
 __all__ = ["STAGE_TABLE", "clean_spark"]
@@ -240,12 +241,16 @@ def _ds(frame: SparkDataFrame, data: DataConfig) -> Any:
     return as_date.alias("ds")
 
 
-def clean_spark(cfg: Config, store: SparkTableStore, src: TableRef) -> CleanResult:
-    """Clean ``src`` (bronze) into the silver tables with Spark tasks; see the module doc."""
+def clean_spark(cfg: Config, store: TableStore, src: TableRef, spark: SparkSession) -> CleanResult:
+    """Clean ``src`` (bronze) into the silver tables with Spark tasks; see the module doc.
+
+    ``store`` is the Spark table store, or the local one when its bronze is too large to
+    clean in one process (``tables.in_process_rows``): Spark then reads its Parquet files and
+    the tables are written from the staged output, never collected.
+    """
     from pyspark.sql import functions as F
 
     data = cfg.data
-    spark = store.spark
     bronze = store.read_spark(spark, src)
     n_rows = bronze.count()
     if n_rows == 0:
@@ -295,7 +300,7 @@ def clean_spark(cfg: Config, store: SparkTableStore, src: TableRef) -> CleanResu
     return result
 
 
-def _drop(store: SparkTableStore, ref: TableRef) -> None:
+def _drop(store: TableStore, ref: TableRef) -> None:
     try:
         store.rollback(ref, None)  # version None: the table did not exist, so drop it
     except Exception as exc:  # a leftover staging table is harmless: say so, go on

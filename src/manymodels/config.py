@@ -75,6 +75,10 @@ class TablesConfig:
     bronze: str = "bronze"
     silver: str = "silver"
     gold: str = "gold"
+    #: The local backend cleans bronze of up to this many rows in its own process (one pandas
+    #: frame, about 0.8 GB per million rows); larger bronze is cleaned by Spark tasks, whole
+    #: keys at a time, so the driver's memory does not grow with the data.
+    in_process_rows: int = 2_000_000
 
 
 @dataclass
@@ -431,6 +435,11 @@ def _check(cfg: Config) -> None:
     if dup:
         raise ConfigError(
             f"column {dup[0]} is named twice among data.keys/time_col/target_col/regressors"
+        )
+    if cfg.tables.in_process_rows < 0:
+        raise ConfigError(
+            "config key tables.in_process_rows must be 0 (always clean with Spark tasks) or "
+            f"more, got {cfg.tables.in_process_rows}"
         )
     t = cfg.train
     for name, value in (("train.horizon", t.horizon), ("train.n_windows", t.n_windows)):

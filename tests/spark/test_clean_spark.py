@@ -206,3 +206,24 @@ def test_no_valid_row_stops_before_anything_is_written(make_cfg, spark, tmp_path
     assert str(got.value).replace(dist.cfg.tables.bronze, "bronze") == str(want.value)
     for name in ("sales", "sales_quarantine", "sales_future", STAGE_TABLE):
         assert not dist.exists(dist.ref("silver", name)), name
+
+
+def test_the_local_store_cleans_large_bronze_with_spark_tasks(make_cfg, spark, tmp_path):
+    """Past tables.in_process_rows, the embedded default cleans like the Spark backend: Spark
+    reads bronze's files and the silver tables are written from the staged output."""
+    raw = bronze()
+    sets = CONFIGS["string-keys"][0]
+    small = LocalDeltaStore(make_cfg(*sets))
+    small.overwrite(small.ref("bronze", "sales_raw"), raw)
+    want = clean(small.cfg, small)
+    assert want.silver is not None  # in process: the frames are there
+
+    big = LocalDeltaStore(make_cfg(*sets, "tables.in_process_rows=10", home=tmp_path / "big"))
+    big.overwrite(big.ref("bronze", "sales_raw"), raw)
+    got = clean(big.cfg, big, spark=spark)
+    assert got.silver is None and _counts(got) == _counts(want)
+    for name in ("sales", "sales_quarantine", "sales_future"):
+        left, right = _table(big, name), _table(small, name)
+        assert list(left.columns) == list(right.columns), name
+        pd.testing.assert_frame_equal(left, right, check_dtype=False, obj=name)
+    assert not big.exists(big.ref("silver", STAGE_TABLE))
