@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from manymodels.datasets import generate_demand
-from manymodels.errors import ConfigError, DataError, IntegrityError
+from manymodels.errors import ConfigError, DataError, IntegrityError, ModelError
 from manymodels.models.pooled import PooledForecaster, dumps_pooled, loads_pooled
 from manymodels.models.serialize import loads, sha256_hex
 from manymodels.models.spec import ForecastSpec
@@ -199,6 +199,19 @@ def test_intermittent_series_never_get_negative_forecasts_or_bounds() -> None:
     assert out["yhat"].max() > 0
 
 
+def test_auto_loss_is_tweedie_for_demand_and_squared_error_for_signed_targets() -> None:
+    frame = generate_demand(1, 3, 120, seed=8, with_regressors=False)
+    demand = PooledForecaster(_spec(), KEYS, {**FAST, "horizon": 7}).fit(frame)
+    assert demand.objective == "tweedie"
+    assert loads_pooled(dumps_pooled(demand)).objective == "tweedie"
+    signed = frame.assign(y=frame["y"] - 5.0)
+    model = PooledForecaster(_spec(), KEYS, {**FAST, "horizon": 7}).fit(signed)
+    assert model.objective == "l2"
+    assert (model.forecast(7)["yhat"] < 0).any()  # a signed series is not floored at zero
+    with pytest.raises(ModelError, match="tweedie needs non-negative"):
+        PooledForecaster(_spec(), KEYS, {**FAST, "horizon": 7, "objective": "tweedie"}).fit(signed)
+
+
 def test_intervals_cover_about_their_width_on_synthetic_data() -> None:
     rng = np.random.default_rng(11)
     days = pd.date_range("2021-01-01", periods=500, freq="D")
@@ -248,8 +261,8 @@ def test_altered_bytes_are_refused(daily) -> None:
 
 
 def test_same_seed_same_model_other_seed_other_model() -> None:
-    frame = generate_demand(1, 4, 250, seed=4, with_regressors=False)
-    params = {**FAST, "horizon": 7, "num_threads": 2}
+    frame = generate_demand(1, 3, 150, seed=4, with_regressors=False)
+    params = {**FAST, "n_estimators": 30, "horizon": 7, "num_threads": 2}
     one = dumps_pooled(PooledForecaster(_spec(), KEYS, params).fit(frame))
     two = dumps_pooled(PooledForecaster(_spec(), KEYS, params).fit(frame))
     other = dumps_pooled(PooledForecaster(_spec(), KEYS, {**params, "seed": 1}).fit(frame))

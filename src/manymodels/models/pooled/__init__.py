@@ -34,7 +34,9 @@ while here errors do not compound, future regressors enter at their own dates, t
 horizon is one vectorised prediction, and the calibration holdout measures the real error of
 each step. The target and its features are divided by the series' scale at the origin (mean
 |y| over the last year) so large and small series share one model; the key columns are
-LightGBM categories. Forecasts of series whose history is non-negative are floored at zero.
+LightGBM categories. The loss (``objective: auto``) is Tweedie when every target is
+non-negative (demand: zero-heavy, its variance growing with its level), else squared error.
+Forecasts of series whose history is non-negative are floored at zero.
 Deterministic: seeded draws and bagging, ``deterministic`` LightGBM, ``num_threads`` (default
 1: Spark runs one task per core).
 """

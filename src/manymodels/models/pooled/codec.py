@@ -55,6 +55,7 @@ def dumps_pooled(model: PooledForecaster) -> bytes:
         "keys": list(model.keys),
         "key_dtypes": {k: str(tail.series[k].dtype) for k in model.keys},
         "params": model.params,
+        "objective": model.objective,
         "spec": model.spec.to_dict(),
         "series": [[_plain(v) for v in row] for row in tail.series.itertuples(index=False)],
         "base": int(tail.base.value),
@@ -123,4 +124,5 @@ def loads_pooled(
     model._nonneg = np.asarray(header["nonneg"], dtype=bool)
     model.n_obs = np.asarray(header["n_obs"], dtype="int64")
     model._codes = _key_codes(series)
+    model.objective = str(header.get("objective", model.objective))
     return model

@@ -38,7 +38,10 @@ log = logging.getLogger(__name__)
 _AUTO_HORIZON = {"D": 91, "W": 26, "M": 12, "H": 168}
 #: ``draws: auto``: enough horizons per target for about this many training rows (at most 8).
 _AUTO_ROWS = 200_000
-_OBJECTIVES = ("l2", "l1", "huber", "tweedie")
+#: ``auto``: tweedie (the usual loss for demand: non-negative, zero-heavy, variance growing with
+#: the level; on Rossmann RMSPE 0.130 against 0.134 for l2, on store-item the same SMAPE) when
+#: every observed target is non-negative, else l2.
+_OBJECTIVES = ("auto", "l2", "l1", "huber", "tweedie")
 
 
 class PooledForecaster:
@@ -64,6 +67,8 @@ class PooledForecaster:
                 f"known: {sorted(defaults)}"
             )
         self.params = self._check({**defaults, **dict(params or {})})
+        #: The loss the booster was fitted with (``objective: auto`` resolved at fit).
+        self.objective = str(self.params["objective"])
         self.layout: Layout = layout(spec, self.keys)
         self._booster: lightgbm.Booster | None = None
         self._tail: Panel | None = None
@@ -89,7 +94,7 @@ class PooledForecaster:
             "feature_fraction": 0.8,
             "bagging_fraction": 0.8,
             "lambda_l2": 1.0,
-            "objective": "l2",
+            "objective": "auto",
             "draws": "auto",
             "max_train_periods": None,
             "max_train_rows": 20_000_000,
@@ -161,15 +166,19 @@ class PooledForecaster:
         observed = np.isfinite(panel.y)
         n_obs = observed.sum(axis=1)
         keep = n_obs > 0
+        self.skipped = panel.series.loc[~keep].reset_index(drop=True)
         if not keep.any():
             raise DataError("every target of the history is missing; nothing to fit")
         if not keep.all():
-            self.skipped = panel.series.loc[~keep].reset_index(drop=True)
             log.warning("%d series without an observed target are left out", int((~keep).sum()))
             panel = _subset(panel, keep)
             observed, n_obs = observed[keep], n_obs[keep]
-        if self.params["objective"] == "tweedie" and (panel.y[observed] < 0).any():
+        negative = bool((panel.y[observed] < 0).any())
+        if self.params["objective"] == "tweedie" and negative:
             raise ModelError("objective tweedie needs non-negative targets; use l2 or huber")
+        self.objective = str(self.params["objective"])
+        if self.objective == "auto":
+            self.objective = "l2" if negative else "tweedie"
         codes = _key_codes(panel.series)
         design = Design(panel, self.spec, self.layout, codes)
         horizon = int(self.params["horizon"])
@@ -251,7 +260,7 @@ class PooledForecaster:
         p = self.params
         params = {
             "objective": {"l2": "regression", "l1": "regression_l1"}.get(
-                p["objective"], p["objective"]
+                self.objective, self.objective
             ),
             "learning_rate": p["learning_rate"],
             "num_leaves": p["num_leaves"],
