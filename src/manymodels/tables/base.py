@@ -34,7 +34,9 @@ TABLES = {
     ),
 }
 
-Data = Union[pd.DataFrame, pa.Table, "SparkDataFrame"]
+#: Rows to write: a pandas, Arrow or Spark frame; the local store also takes a stream of Arrow
+#: batches (a ``pyarrow.RecordBatchReader``), written as it is read.
+Data = Union[pd.DataFrame, pa.Table, pa.RecordBatchReader, "SparkDataFrame"]
 
 
 def is_spark_frame(data: Any) -> bool:
@@ -86,8 +88,9 @@ class TableStore(ABC):
         """The table (at ``version``), only ``columns``, only rows matching ``where``.
 
         ``where`` is ``{column: value or list of values}``; it is pushed down to the files
-        (Delta statistics and Parquet row groups), so reading one run's rows of a large
-        ledger does not read the others.
+        (Delta statistics, partition folders, Parquet row-group statistics), so reading one
+        run's rows of a large ledger opens only that run's files, and ``columns`` without
+        ``model`` read no model bytes (measured: ``benchmarks/ledger_reads.py``).
         """
 
     def read_pandas(
@@ -109,8 +112,15 @@ class TableStore(ABC):
 
     @abstractmethod
     def read_spark(
-        self, spark: SparkSession, ref: TableRef, version: int | None = None
-    ) -> SparkDataFrame: ...
+        self,
+        spark: SparkSession,
+        ref: TableRef,
+        version: int | None = None,
+        where: Predicate | None = None,
+    ) -> SparkDataFrame:
+        """The table as a Spark DataFrame; with ``where``, only its matching rows, and the
+        files that cannot hold any are not even listed (a filter added after this call is
+        pushed down too, but on the local store Spark then opens every file's footer)."""
 
     @abstractmethod
     def write(

@@ -24,6 +24,15 @@ __all__ = ["SparkTableStore"]
 
 log = logging.getLogger(__name__)
 
+#: Columns a Parquet table is partitioned by when this store creates (or rewrites) it. The
+#: ledger gets one folder per training run, so a read of one run's or one set's rows lists
+#: and opens only those runs' files; without it Spark opens every file's footer to skip its
+#: row groups. Appends to an existing table keep whatever layout it has (a ledger created
+#: unpartitioned by an older manymodels stays so and reads the same). Delta tables are not
+#: partitioned: each run's append writes its own files, and Delta's file statistics skip
+#: the others'.
+PARQUET_PARTITIONS: dict[str, tuple[str, ...]] = {"model_ledger": ("run_id",)}
+
 
 class SparkTableStore(TableStore):
     """Catalog tables written by Spark: Delta where the cluster has it, else Parquet.
@@ -51,15 +60,21 @@ class SparkTableStore(TableStore):
         return bool(self.spark.catalog.tableExists(ref.name))
 
     def read_spark(
-        self, spark: SparkSession, ref: TableRef, version: int | None = None
+        self,
+        spark: SparkSession,
+        ref: TableRef,
+        version: int | None = None,
+        where: Predicate | None = None,
     ) -> SparkDataFrame:
         if not self.exists(ref):
             raise TableError(f"table {ref} does not exist yet; run the step that writes it")
         if version is None:
-            return spark.table(ref.name)
-        if self.format != "delta":
+            df = spark.table(ref.name)
+        elif self.format != "delta":
             raise TableError(f"reading {ref} at a version needs tables.format=delta")
-        return spark.read.option("versionAsOf", version).table(ref.name)
+        else:
+            df = spark.read.option("versionAsOf", version).table(ref.name)
+        return df if where is None else df.where(predicate_sql(where, "`"))
 
     def read_arrow(
         self,
@@ -68,9 +83,7 @@ class SparkTableStore(TableStore):
         columns: Sequence[str] | None = None,
         where: Predicate | None = None,
     ) -> pa.Table:
-        df = self.read_spark(self.spark, ref, version)
-        if where is not None:
-            df = df.where(predicate_sql(where, "`"))
+        df = self.read_spark(self.spark, ref, version, where)
         if columns:
             df = df.select(*columns)
         return to_arrow(df)
@@ -116,13 +129,31 @@ class SparkTableStore(TableStore):
             self._swap(ref, kept.unionByName(df, allowMissingColumns=True))
             return
         writer = df.write.format(self.format).mode(mode)
+        exists = self.exists(ref)
+        writer = self._partitioned(writer, ref, df, keep=exists and mode == "append")
         if mode == "overwrite":
             writer = writer.option("overwriteSchema", "true")
         else:  # rows of a newer manymodels may carry new columns: add them to the table
             writer = writer.option("mergeSchema", "true")
-            if self.format != "delta" and self.exists(ref):
+            if self.format != "delta" and exists:
                 self._add_columns(ref, df)
         writer.saveAsTable(ref.name)
+
+    def _partitioned(self, writer: Any, ref: TableRef, df: SparkDataFrame, keep: bool) -> Any:
+        """``writer`` partitioned as Parquet table ``ref`` is (``keep``: an append, which
+        Spark refuses under another partitioning), else as :data:`PARQUET_PARTITIONS` says
+        for rows that have those columns."""
+        if self.format != "parquet":
+            return writer
+        if keep:
+            columns = tuple(
+                c.name for c in self.spark.catalog.listColumns(ref.name) if c.isPartition
+            )
+        else:
+            columns = PARQUET_PARTITIONS.get(ref.table, ())
+            if not set(columns) <= set(df.columns):
+                columns = ()
+        return writer.partitionBy(*columns) if columns else writer
 
     def _add_columns(self, ref: TableRef, df: SparkDataFrame) -> None:
         """Add ``df``'s columns that Parquet table ``ref`` lacks (Delta's mergeSchema does this
@@ -155,13 +186,10 @@ class SparkTableStore(TableStore):
             self._drop(stage)
             raise
         try:
-            (
-                self.spark.table(stage.name)
-                .write.format(self.format)
-                .mode("overwrite")
-                .option("overwriteSchema", "true")
-                .saveAsTable(ref.name)
-            )
+            staged = self.spark.table(stage.name)
+            writer = staged.write.format(self.format).mode("overwrite")
+            writer = self._partitioned(writer, ref, staged, keep=False)
+            writer.option("overwriteSchema", "true").saveAsTable(ref.name)
         except Exception as exc:
             raise TableError(
                 f"overwriting {ref} from its staging table failed ({exc}); the complete new "

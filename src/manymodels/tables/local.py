@@ -7,7 +7,7 @@ import os
 import shutil
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -19,6 +19,14 @@ from manymodels.config import Config
 from manymodels.errors import SetupError, TableError
 from manymodels.spark import from_arrow
 from manymodels.tables.base import Data, TableStore, is_spark_frame, to_arrow_table
+from manymodels.tables.pruning import (
+    blob_columns,
+    filtered_batches,
+    opened,
+    read_filtered,
+    row_groups_with,
+    writer_properties,
+)
 from manymodels.tables.ref import (
     Predicate,
     TableRef,
@@ -54,6 +62,11 @@ def _conform(table: pa.Table, schema: pa.Schema | None) -> pa.Table:
         return table.cast(wanted)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise TableError(f"the rows do not fit the table's columns: {exc}") from None
+
+
+def _arrow_schema(table: Any) -> pa.Schema:
+    """A delta-rs table's columns as Arrow, from its log (no dataset, no file opened)."""
+    return pa.schema(table.schema().to_arrow())
 
 
 class LocalDeltaStore(TableStore):
@@ -99,30 +112,97 @@ class LocalDeltaStore(TableStore):
         columns: Sequence[str] | None = None,
         where: Predicate | None = None,
     ) -> pa.Table:
-        dataset = self._table(ref, version).to_pyarrow_dataset()
-        expr = predicate_expression(where) if where is not None else None
-        table: pa.Table = dataset.to_table(columns=list(columns) if columns else None, filter=expr)
-        return table
+        """See :meth:`TableStore.read_arrow`. Files are chosen by their Delta statistics and
+        row groups by their Parquet statistics; when model bytes are asked for, the rows
+        matching ``where`` are first found from its columns alone (``row_groups_with``), so
+        only the row groups holding them are read with their bytes."""
+        cols = list(columns) if columns else None
+        dataset, expr = self._scan(ref, version, cols, where)
+        return read_filtered(dataset, cols, expr, list(where or ()))
+
+    def read_batches(
+        self,
+        ref: TableRef,
+        columns: Sequence[str] | None = None,
+        where: Predicate | None = None,
+        batch_size: int = 131_072,
+    ) -> Iterator[pa.RecordBatch]:
+        """:meth:`read_arrow` as a stream of batches of at most ``batch_size`` rows, pruned
+        the same way: for reading model bytes without holding them all at once."""
+        cols = list(columns) if columns else None
+        dataset, expr = self._scan(ref, None, cols, where)
+        return filtered_batches(dataset, cols, expr, list(where or ()), batch_size)
+
+    def _scan(
+        self,
+        ref: TableRef,
+        version: int | None = None,
+        columns: Sequence[str] | None = None,
+        where: Predicate | None = None,
+    ) -> tuple[Any, Any]:
+        """The Arrow dataset :meth:`read_arrow` reads and its filter (None without ``where``).
+
+        delta-rs first drops the files whose statistics rule ``where`` out, so the dataset
+        holds only the others: building one fragment per file of a 100-run ledger costs more
+        than reading a run's metadata.
+        """
+        table = self._table(ref, version)
+        if where is None:
+            return table.to_pyarrow_dataset(), None
+        expr = predicate_expression(where)
+        try:
+            dataset = table.to_pyarrow_dataset(file_pruning_predicate=predicate_sql(where, '"'))
+        except Exception as exc:  # a value delta-rs cannot compare: let Arrow prune
+            log.debug("delta-rs could not prune %s by %s (%s)", ref, dict(where), exc)
+            dataset = table.to_pyarrow_dataset()
+        if blob_columns(dataset.schema, columns):
+            dataset = row_groups_with(dataset, expr, list(where))
+        return dataset, expr
+
+    def opens(
+        self,
+        ref: TableRef,
+        version: int | None = None,
+        columns: Sequence[str] | None = None,
+        where: Predicate | None = None,
+    ) -> tuple[set[str], int]:
+        """The data files and the number of row groups that :meth:`read_arrow` with these
+        arguments reads: what the pruning tests and the ledger benchmark check."""
+        dataset, expr = self._scan(ref, version, columns, where)
+        return opened(dataset, expr, list(where or ()))
 
     def schema(self, ref: TableRef) -> pa.Schema:
-        result: pa.Schema = self._table(ref).to_pyarrow_dataset().schema
-        return result
+        return _arrow_schema(self._table(ref))
 
     def read_spark(
-        self, spark: SparkSession, ref: TableRef, version: int | None = None
+        self,
+        spark: SparkSession,
+        ref: TableRef,
+        version: int | None = None,
+        where: Predicate | None = None,
     ) -> SparkDataFrame:
         table = self._table(ref, version)
-        files = table.file_uris()
+        schema = _arrow_schema(table)
+        if where is None:
+            files = table.file_uris()
+        else:  # only the files whose Delta statistics may hold matching rows
+            try:
+                files = table.file_uris(file_pruning_predicate=predicate_sql(where, '"'))
+            except Exception as exc:
+                log.debug("delta-rs could not prune %s by %s (%s)", ref, dict(where), exc)
+                files = table.file_uris()
         if not files:
-            return from_arrow(spark, table.to_pyarrow_table())
-        reader = spark.read
-        try:  # the Delta log has the schema: Spark need not open Parquet footers to infer it
-            from pyspark.sql.pandas.types import from_arrow_schema
+            df = from_arrow(spark, schema.empty_table())
+        else:
+            reader = spark.read
+            try:  # the Delta log has the schema: Spark need not open Parquet footers to infer it
+                from pyspark.sql.pandas.types import from_arrow_schema
 
-            reader = reader.schema(from_arrow_schema(table.to_pyarrow_dataset().schema))
-        except (TypeError, ValueError):  # an Arrow type Spark cannot name: let it infer
-            pass
-        return reader.parquet(*files)
+                reader = reader.schema(from_arrow_schema(schema))
+            except (TypeError, ValueError):  # an Arrow type Spark cannot name: let it infer
+                pass
+            df = reader.parquet(*files)
+        return df if where is None else df.where(predicate_sql(where, "`"))
 
     def count_by(self, ref: TableRef, columns: Sequence[str]) -> pd.DataFrame:
         table = self.read_arrow(ref, columns=columns)
@@ -135,6 +215,8 @@ class LocalDeltaStore(TableStore):
         Staged columns that the table ``like`` also has are read with its types (Spark writes
         its timestamps without a time zone; a table made by Arrow has them in UTC).
         """
+        if isinstance(data, pa.RecordBatchReader):  # streamed rows (ingest): written as read
+            return data, None
         if not is_spark_frame(data):
             return to_arrow_table(cast("pd.DataFrame | pa.Table", data)), None
         import pyarrow.dataset as pds
@@ -179,6 +261,9 @@ class LocalDeltaStore(TableStore):
                 kwargs["schema_mode"] = "overwrite"
             else:  # rows of a newer manymodels may carry new columns: add them to the table
                 kwargs["schema_mode"] = "merge"
+            props = writer_properties(source.schema)
+            if props is not None:
+                kwargs["writer_properties"] = props
             faults.point(f"before-commit:{ref}")
             write_deltalake(str(path), source, **kwargs)
             faults.point(f"after-commit:{ref}")
@@ -205,7 +290,13 @@ class LocalDeltaStore(TableStore):
             faults.point(f"before-commit:{ref}")
             (
                 self._table(ref)
-                .merge(source, cond, source_alias="s", target_alias="t")
+                .merge(
+                    source,
+                    cond,
+                    source_alias="s",
+                    target_alias="t",
+                    writer_properties=writer_properties(like),
+                )
                 .when_matched_update_all()
                 .when_not_matched_insert_all()
                 .execute()
