@@ -19,12 +19,23 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: The longest test files, started first so that two workers (``-n 2``) end together.
+LONGEST = ("tests/reliability/", "tests/notebooks/", "tests/test_serving.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Fast pure-pandas tests first, Spark tests after (they share one slow-to-start session)."""
+    """The longest files first, then fast pure-pandas tests, Spark tests after (a worker's
+    Spark tests share one slow-to-start session)."""
     for item in items:
         if "spark" in item.nodeid.split("/"):
             item.add_marker(pytest.mark.spark)
-    items.sort(key=lambda it: ("spark" in it.keywords, "slow" in it.keywords))
+    items.sort(
+        key=lambda it: (
+            not it.nodeid.startswith(LONGEST),
+            "spark" in it.keywords,
+            "slow" in it.keywords,
+        )
+    )
 
 
 @pytest.fixture
