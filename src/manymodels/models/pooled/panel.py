@@ -11,6 +11,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from manymodels.errors import DataError
+from manymodels.models.base import _numeric, _to_datetime
 from manymodels.models.spec import FloatArray, ForecastSpec, IntArray
 
 __all__ = [
@@ -52,24 +53,12 @@ class Panel:
 
 def to_dates(values: pd.Series, where: str) -> pd.DatetimeIndex:
     """A date column as naive datetimes; DataError for text that is not a date or gaps."""
-    try:
-        ds = pd.DatetimeIndex(pd.to_datetime(values))
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"{where} ds is not a date column: {exc}") from None
-    if ds.isna().any():
-        raise DataError(f"{where} ds has missing dates; drop or fix those rows")
-    if ds.tz is not None:
-        ds = ds.tz_localize(None)
-    return pd.DatetimeIndex(ds.astype("datetime64[ns]"))
+    return pd.DatetimeIndex(_to_datetime(pd.Series(values), where))
 
 
 def numeric(values: pd.Series) -> FloatArray:
     """A column as floats: numbers, and booleans as 0/1; anything else NaN."""
-    if values.dtype == bool:
-        return values.to_numpy(dtype="float64")
-    if values.dtype == object:
-        values = values.map(lambda v: float(v) if isinstance(v, bool) else v)
-    return np.asarray(pd.to_numeric(values, errors="coerce"), dtype="float64")
+    return _numeric(pd.Series(values))
 
 
 def period_dates(base: pd.Timestamp, n: int, spec: ForecastSpec) -> pd.DatetimeIndex:
