@@ -42,7 +42,7 @@ def writer_properties(schema: pa.Schema) -> Any:
     distinct blobs is work thrown away); None (the defaults) for rows without bytes.
 
     Row groups keep delta-rs's default size: small ones (256 rows) cut a key's read to
-    ~1/40 of a 10⁴-key run's bytes but made reading its metadata 10-20× slower
+    ~1/40 of a 10⁴-key run's bytes but made reading its metadata 14-22× slower
     (``benchmarks/ledger_reads.py``), and metadata is what every step reads.
     """
     blobs = blob_columns(schema)
