@@ -104,6 +104,8 @@ def test_series_view_has_the_per_series_contract(daily) -> None:
     assert got.index.equals(one.index)
     group = model.predict(one.drop(columns="y"))
     assert np.array_equal(got["yhat"].to_numpy(), group["yhat"].to_numpy())
+    every = model.predict(future.drop(columns="y")).loc[one.index]  # all series at once
+    assert np.array_equal(got.to_numpy(), every[list(got.columns)].to_numpy())
     assert view.last_ds == one["ds"].min() - pd.Timedelta(days=1)
 
 

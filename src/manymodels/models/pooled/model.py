@@ -320,10 +320,11 @@ class PooledForecaster:
             return out.assign(yhat=np.nan, yhat_lower=np.nan, yhat_upper=np.nan)
         if (tail.last[s] < 0).any():
             raise DataError("history holds no rows of some requested series; pass their rows")
-        panel, t = extend(tail, future, s, self.spec)
-        o = panel.last[s]
-        design = Design(panel, self.spec, self.layout, self._codes)
-        x, sc = design.rows(s, t, o)
+        wanted, local = np.unique(s, return_inverse=True)  # only the requested series' rows
+        panel, t = extend(_subset(tail, wanted), future, local, self.spec)
+        o = panel.last[local]
+        design = Design(panel, self.spec, self.layout, self._codes[wanted])
+        x, sc = design.rows(local, t, o)
         yhat = self._raw(booster, x) * sc
         low, high = bands.bounds(s, t - o, sc)
         nonneg = self._nonneg[s]
@@ -386,8 +387,9 @@ def _key_codes(series: pd.DataFrame) -> IntArray:
 
 
 def _subset(panel: Panel, keep: np.ndarray) -> Panel:
+    """The panel's rows ``keep`` (a mask or positions)."""
     return Panel(
-        panel.series.loc[keep].reset_index(drop=True),
+        panel.series.iloc[keep].reset_index(drop=True),
         panel.base,
         panel.y[keep],
         panel.regs[keep],
