@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -152,3 +153,41 @@ def test_keys_sharing_one_group_model_store_and_load_it_once(cfg, monkeypatch):
     assert len(shards) == 1 and ms.manifest["row"].tolist() == [0, 0, 0]
     assert [ms.get(k).level for k in [(0, "i00"), (0, "i01"), (1, "i00")]] == [10.0, 11.0, 20.0]
     assert len(loads) == 1  # one deserialization serves the three series
+
+
+def test_a_pooled_group_model_is_served_per_series_from_a_registered_set(tmp_path):
+    """A real pooled model registered for its three series: one copy, one load, and each
+    key's forecast is the group model's forecast of that series."""
+    from manymodels.datasets import generate_demand
+    from manymodels.models.pooled import PooledForecaster, dumps_pooled
+    from manymodels.models.spec import ForecastSpec
+
+    cfg = load_config(
+        home=tmp_path / "home",
+        overrides={"mlflow.experiment": "test", "mlflow.model_name": "mm_pooled"},
+    )
+    history = generate_demand(1, 3, 200, seed=4)[["store", "item", "ds", "y"]]
+    spec = ForecastSpec(freq="D", season_length=7)
+    fast = {"n_estimators": 30, "num_leaves": 7, "min_data_in_leaf": 10, "draws": 1}
+    model = PooledForecaster(spec, KEYS, {**fast, "horizon": 7}).fit(history)
+    blob = dumps_pooled(model)
+    import hashlib
+
+    group = model.series[KEYS].assign(
+        run_id="r1",
+        family="pooled",
+        model=[blob] * 3,
+        model_sha256=hashlib.sha256(blob).hexdigest(),
+        last_ds=history["ds"].max(),
+        freq="D",
+    )
+    with registry.job_run(cfg, "train") as run:
+        registry.register_model_set(cfg, group, alias="champion", run_id=run.run_id)
+    ms = registry.load_model_set(cfg, "champion")
+    keys = group[KEYS].astype(object)
+    ask = keys.assign(horizon=5)
+    out = ms.predict(ask)
+    want = model.forecast(5)
+    merged = out.merge(want, on=[*KEYS, "ds"], suffixes=("", "_want"))
+    assert len(out) == 15 == len(merged) and ms.loads == 1
+    np.testing.assert_allclose(merged["yhat"], merged["yhat_want"], rtol=1e-9)

@@ -41,11 +41,13 @@ _DEFAULT_CACHE_SIZE = 256
 _DEFAULT_CACHE_BYTES = 1 << 30
 
 
-def _load_forecaster(blob: bytes, sha256: str) -> Forecaster:
-    """Deserialize one model (the models package verifies the hash again)."""
+def _load_forecaster(blob: bytes, sha256: str) -> Any:
+    """Deserialize one model (the models package verifies the hash again): a per-key model,
+    or a group model serving many keys (the pooled family)."""
     from manymodels.models import loads
+    from manymodels.models.pooled import is_pooled, loads_pooled
 
-    return loads(blob, sha256)
+    return loads_pooled(blob, sha256) if is_pooled(blob) else loads(blob, sha256)
 
 
 def positive_setting(value: Any, env: str, default: int, what: str) -> int:

@@ -41,7 +41,7 @@ Deterministic: seeded draws and bagging, ``deterministic`` LightGBM, ``num_threa
 1: Spark runs one task per core).
 """
 
-from manymodels.models.pooled.codec import dumps_pooled, loads_pooled
+from manymodels.models.pooled.codec import dumps_pooled, is_pooled, loads_pooled
 from manymodels.models.pooled.model import PooledForecaster, SeriesView
 
-__all__ = ["PooledForecaster", "SeriesView", "dumps_pooled", "loads_pooled"]
+__all__ = ["PooledForecaster", "SeriesView", "dumps_pooled", "is_pooled", "loads_pooled"]

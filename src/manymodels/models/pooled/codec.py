@@ -76,6 +76,11 @@ def dumps_pooled(model: PooledForecaster) -> bytes:
     return _MAGIC + bytes([FORMAT_VERSION]) + zlib.compress(body, 6)
 
 
+def is_pooled(blob: bytes | bytearray | memoryview) -> bool:
+    """Whether ``blob`` holds a pooled (group) model: it starts with the pooled format's magic."""
+    return bytes(blob[:4]) == _MAGIC
+
+
 def loads_pooled(
     blob: bytes | bytearray | memoryview, sha256: str | None = None
 ) -> PooledForecaster:
