@@ -113,7 +113,8 @@ class Sampler(threading.Thread):
         hwm = _status_kb(self.pid, "VmHWM") * 1024
         self.driver_peak = max(self.driver_peak, hwm)
         tree = _tree(self.pid)
-        self.tree_peak = max(self.tree_peak, sum(rss for rss, _ in tree.values()))
+        # the tree holds the driver: its exact peak bounds the sampled one from below
+        self.tree_peak = max(self.tree_peak, hwm, sum(rss for rss, _ in tree.values()))
         for pid, (_, cpu) in tree.items():
             self._cpu[pid] = max(cpu, self._cpu.get(pid, 0.0))
         self._loads.append(os.getloadavg()[0])
@@ -212,17 +213,20 @@ def _daemon(root: int) -> int | None:
 
 
 def _cli(
-    home: Path, verb: str, args: list[str], log: Path, py_spy: str | None
+    home: Path, verb: str, args: list[str], log: Path, py_spy: str | None, cwd: Path
 ) -> tuple[float, Sampler, str]:
-    """Run one ``manymodels`` verb; (seconds, its samples, stdout). With ``py_spy``, the driver
-    is recorded to ``<log>.pyspy.txt`` and the Python workers to ``<log>.workers.pyspy.txt``
-    (py-spy does not follow children through the JVM)."""
+    """Run one ``manymodels`` verb in ``cwd`` (whose ``conf/base.yml`` it reads); (seconds,
+    its samples, stdout). With ``py_spy``, the driver is recorded to ``<log>.pyspy.txt`` and
+    the Python workers to ``<log>.workers.pyspy.txt`` (py-spy does not follow children
+    through the JVM)."""
     cmd = [sys.executable, "-m", "manymodels.cli", "--home", str(home), verb, *args]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     spies: list[subprocess.Popen[bytes]] = []
     with log.open("w") as err:
         began = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=cwd
+        )
         sampler = Sampler(proc.pid)
         sampler.start()
         if py_spy:
@@ -257,7 +261,13 @@ def _count(pattern: str, text: str) -> int | None:
 
 
 def pipeline(
-    series: int, days: int, families: str, root: Path, seed: int, py_spy: str | None = None
+    series: int,
+    days: int,
+    families: str,
+    root: Path,
+    seed: int,
+    cwd: Path,
+    py_spy: str | None = None,
 ) -> Run:
     """Generate, then run every step through the CLI in ``root``; prints as it goes."""
     home = root / f"series-{series}"
@@ -292,7 +302,9 @@ def pipeline(
         extra = [str(landing)] if verb == "ingest" else []
         if verb == "score":
             extra = ["--horizon", str(HORIZON)]
-        seconds, sampled, out = _cli(home, verb, [*extra, *settings], logs / f"{verb}.log", py_spy)
+        seconds, sampled, out = _cli(
+            home, verb, [*extra, *settings], logs / f"{verb}.log", py_spy, cwd
+        )
         if verb == "clean":  # train reads silver: its row count is train's input
             silver = _count(r"silver rows:\s+([\d,]+)", out) or rows
             inputs["train"] = silver
@@ -330,8 +342,10 @@ def _check(run: Run, series: int, silver: int) -> None:
         sys.exit(f"step(s) {bad} did not cover every row or key: {[said[b] for b in bad]}")
 
 
-def _source() -> str:
-    """Where the measured manymodels comes from, and its commit (dirty if src/ is edited)."""
+def _source() -> tuple[str, Path]:
+    """Where the measured manymodels comes from and its commit (dirty if src/ is edited), and
+    the folder to run the CLI in: its checkout, so the CLI reads that checkout's
+    ``conf/base.yml`` and not one in this process's working directory."""
     probe = subprocess.run(
         [sys.executable, "-c", "import manymodels; print(manymodels.__file__)"],
         capture_output=True,
@@ -339,12 +353,15 @@ def _source() -> str:
         check=True,
     )
     src = Path(probe.stdout.strip()).parent
+    checkout = src.parents[1]  # <checkout>/src/manymodels
+    cwd = checkout if (checkout / "conf" / "base.yml").is_file() else Path(tempfile.gettempdir())
     git = ["git", "-C", str(src)]
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     if head.returncode != 0:
-        return f"{src} (not a git checkout)"
+        return f"{src} (not a git checkout)", cwd
     dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True)
-    return f"{src} at commit {head.stdout.strip()}{' (dirty)' if dirty.stdout.strip() else ''}"
+    mark = " (dirty)" if dirty.stdout.strip() else ""
+    return f"{src} at commit {head.stdout.strip()}{mark}; CLI run in {cwd}", cwd
 
 
 def main() -> None:
@@ -368,16 +385,17 @@ def main() -> None:
     families = ",".join(f.strip() for f in args.families.split(",") if f.strip())
     root = Path(args.home or tempfile.mkdtemp(prefix="mm-scale-"))
     root.mkdir(parents=True, exist_ok=True)
+    source, cwd = _source()
     print(
         f"scale benchmark: {args.years} year(s) daily, families {families}, 1 backtest window, "
-        f"horizon {HORIZON}, {os.cpu_count()} cores; manymodels from {_source()}"
+        f"horizon {HORIZON}, {os.cpu_count()} cores; manymodels from {source}"
     )
     sizes = [args.compare, args.series] if 0 < args.compare < args.series else [args.series]
     py_spy = None
     if args.py_spy:
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     try:
-        runs = [pipeline(n, days, families, root, args.seed, py_spy) for n in sizes]
+        runs = [pipeline(n, days, families, root, args.seed, cwd, py_spy) for n in sizes]
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -387,11 +405,13 @@ def main() -> None:
         small = runs[0]
         print(
             f"\nper-series cost, {small.series:,} vs {big.series:,} series: wall ms and core-ms "
-            "(cpu) per series, growth = big / small; driver peak RSS per step"
+            "(cpu) per series, growth = big / small; the core-seconds of both sizes split into a "
+            "fixed cost and core-ms per extra series; driver peak RSS per step"
         )
         print(
             f"{'step':<8} {'wall_small':>10} {'wall_big':>9} {'growth':>7} {'cpu_small':>10} "
-            f"{'cpu_big':>8} {'growth':>7} {'drv_gb_small':>12} {'drv_gb_big':>10}"
+            f"{'cpu_big':>8} {'growth':>7} {'fixed_cpu_s':>11} {'cpu_ms/extra':>12} "
+            f"{'drv_gb_small':>12} {'drv_gb_big':>10}"
         )
         for a, b in [*zip(small.steps, big.steps, strict=True), (None, None)]:
             name = a.name if a else "total"
@@ -402,11 +422,15 @@ def main() -> None:
             da, db = (
                 (a.driver_peak, b.driver_peak) if a and b else (small.driver_peak, big.driver_peak)
             )
+            # a line through both sizes: a fixed cost plus a cost per extra series
+            marginal = (cb - ca) / (big.series - small.series)
+            fixed = ca - marginal * small.series
             wa, wb = 1000 * wa / small.series, 1000 * wb / big.series
             ca, cb = 1000 * ca / small.series, 1000 * cb / big.series
             print(
                 f"{name:<8} {wa:>10.2f} {wb:>9.2f} {wb / wa:>6.2f}x {ca:>10.2f} {cb:>8.2f} "
-                f"{cb / ca if ca else math.nan:>6.2f}x {da / _GB:>12.2f} {db / _GB:>10.2f}"
+                f"{cb / ca if ca else math.nan:>6.2f}x {fixed:>11.1f} {1000 * marginal:>12.2f} "
+                f"{da / _GB:>12.2f} {db / _GB:>10.2f}"
             )
         ratio = f"{big.driver_peak / small.driver_peak:.2f}"
         print(

@@ -79,7 +79,7 @@ def test_both_sizes_side_by_side_and_the_summary_line(
     """The comparison and the last line, with each CLI step replaced by its summary line."""
     calls: list[tuple[int, str]] = []
 
-    def fake_cli(home: Path, verb: str, args: list[str], log: Path, py_spy: str | None) -> tuple:
+    def fake_cli(home: Path, verb: str, args: list[str], log: Path, *_: object) -> tuple:
         series = int(home.name.split("-")[1])
         rows = series * 365
         calls.append((series, verb))
@@ -94,7 +94,7 @@ def test_both_sizes_side_by_side_and_the_summary_line(
         return 2.0, _FakeSampled(series), said + "\n"
 
     monkeypatch.setattr(bench, "_cli", fake_cli)
-    monkeypatch.setattr(bench, "_source", lambda: "this checkout")  # spares an import of it
+    monkeypatch.setattr(bench, "_source", lambda: ("this checkout", tmp_path))  # no import
     argv = ["scale.py", "--series", "20", "--years", "1", "--compare", "10"]
     monkeypatch.setattr(sys, "argv", [*argv, "--home", str(tmp_path / "runs")])
     bench.main()
