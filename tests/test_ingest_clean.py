@@ -128,6 +128,40 @@ def test_reingesting_a_file_does_not_duplicate_and_counts_add_up(tmp_path, cfg):
     assert day2["y"].tolist() == [2.0 + 7.0]  # the default duplicate rule sums
 
 
+def test_a_batch_streams_one_source_at_a_time_into_one_transaction(tmp_path, cfg, monkeypatch):
+    """Headers are checked first; the rows of the second source are read only once the one
+    write has started (the batch is never held whole); a source with an extra column gives
+    bronze that column (null in the other's rows)."""
+    import importlib
+
+    from manymodels.tables import LocalDeltaStore
+
+    ingest_mod = importlib.import_module("manymodels.ingest")  # the package names the function
+    a = write(tmp_path / "a.csv", good_rows(1, 1, 10))
+    noted = "".join(f"{line},x\n" for line in good_rows(1, 2, 10).splitlines())
+    b = write(tmp_path / "b.csv", noted, header=HEADER.rstrip("\n") + ",note\n")
+    events: list[str] = []
+    read, replace = ingest_mod.read_source, LocalDeltaStore.replace_where
+
+    def reading(path):  # type: ignore[no-untyped-def]
+        events.append(f"read {Path(path).name}")
+        yield from read(path)
+
+    def writing(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        events.append("write")
+        return replace(self, *args, **kwargs)
+
+    monkeypatch.setattr(ingest_mod, "read_source", reading)
+    monkeypatch.setattr(LocalDeltaStore, "replace_where", writing)
+    result = ingest([a, b], cfg)
+    assert events == ["read a.csv", "write", "read b.csv"]
+    store = open_store(cfg)
+    raw = store.read_pandas(store.ref("bronze", "sales_raw"))
+    assert result.rows == len(raw) == 20 and result.version == 0  # one commit
+    assert raw.loc[raw["_source"].str.endswith("a.csv"), "note"].isna().all()
+    assert (raw.loc[raw["_source"].str.endswith("b.csv"), "note"] == "x").all()
+
+
 @pytest.mark.parametrize(
     ("policy", "expected"), [("zero", 0.0), ("ffill", 2.0), ("missing", None), ("nan", None)]
 )

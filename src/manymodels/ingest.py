@@ -8,25 +8,21 @@ listed and read on this machine with Arrow.
 
 from __future__ import annotations
 
-import csv
 import glob
-import io
+import itertools
 import logging
 import os
-import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, cast
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from manymodels.config import Config, DataConfig
 from manymodels.errors import DataError, TableError
+from manymodels.landing import expand, headers, read_source, select
 from manymodels.locking import exclusive
 from manymodels.spark import ds_text_sql
 from manymodels.tables import SparkTableStore, TableStore, open_store
@@ -41,7 +37,7 @@ __all__ = ["IngestResult", "ingest"]
 log = logging.getLogger(__name__)
 
 BRONZE_TABLE = "sales_raw"
-_SUFFIXES = {".csv", ".parquet", ".pq", ".zip", ".txt", ".tsv"}
+_INGESTED_AT = pa.timestamp("us", tz="UTC")
 
 
 @dataclass
@@ -58,132 +54,6 @@ class IngestResult:
             f"ingested {self.rows:,} rows from {len(self.sources)} source(s) into {self.table}"
             f" (version {self.version})"
         )
-
-
-def _expand(sources: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    files: list[Path] = []
-    for src in sources:
-        text = os.fspath(src)
-        matches = sorted(glob.glob(text)) if glob.has_magic(text) else [text]
-        if not matches:
-            raise DataError(f"no file matches {text!r}; check the path or the glob pattern")
-        for match in matches:
-            path = Path(match)
-            if path.is_dir():
-                found = sorted(
-                    p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES
-                )
-                if not found:
-                    raise DataError(f"folder {path} holds no .csv, .parquet or .zip file")
-                files.extend(found)
-            elif path.is_file():
-                files.append(path)
-            else:
-                raise DataError(f"source {text!r} does not exist; pass a file, a folder or a glob")
-    return files
-
-
-def _read_csv_text(stream: IO[bytes], name: str) -> pa.Table:
-    """Read a CSV keeping every column as landed text (types are applied by clean)."""
-    data = stream.read()
-    if not data.strip():
-        return pa.table({})
-    raw_header = data.split(b"\n", 1)[0]
-    try:
-        header_line = raw_header.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        byte = raw_header[exc.start : exc.start + 1].hex().upper()
-        raise DataError(
-            f"{name}: the header is not UTF-8 text (byte 0x{byte} at position {exc.start}); "
-            "save the file as UTF-8"
-        ) from None
-    delimiter = "\t" if name.lower().endswith(".tsv") else ","
-    try:
-        header = next(csv.reader([header_line.rstrip("\r")], delimiter=delimiter))
-    except csv.Error as exc:
-        raise DataError(f"{name} is not a readable CSV file: its header: {exc}") from None
-    if len(set(header)) != len(header):
-        raise DataError(f"{name}: the header names a column twice ({header})")
-    try:
-        return pacsv.read_csv(
-            io.BytesIO(data),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c.strip(): pa.string() for c in header},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-            read_options=pacsv.ReadOptions(encoding="utf8"),
-        )
-    except pa.ArrowInvalid as exc:
-        text = " ".join(str(exc).split())
-        hint = "; save the file as UTF-8" if "UTF8" in text else ""
-        raise DataError(f"{name} is not a readable CSV file: {text}{hint}") from None
-
-
-def _read_parquet_text(path: Path) -> pa.Table:
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
-        text = " ".join(str(exc).split())
-        raise DataError(f"{path} is not a readable Parquet file: {text}") from None
-    cols = {}
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
-            column = pc.cast(column, pa.string())
-        cols[name] = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
-    return pa.table(cols)
-
-
-def _read_source(path: Path) -> Iterator[tuple[str, pa.Table]]:
-    suffix = path.suffix.lower()
-    ident = str(path.resolve())
-    if suffix == ".zip":
-        try:
-            archive = zipfile.ZipFile(path)
-        except zipfile.BadZipFile:
-            raise DataError(f"{path} is not a readable zip file") from None
-        with archive:
-            members = [
-                m
-                for m in archive.namelist()
-                if m.lower().endswith((".csv", ".tsv")) and not m.startswith("__MACOSX")
-            ]
-            if not members:
-                raise DataError(f"zip file {path} holds no .csv file")
-            for member in members:
-                with archive.open(member) as stream:
-                    yield f"{ident}!{member}", _read_csv_text(stream, f"{path}!{member}")
-    elif suffix in (".parquet", ".pq"):
-        yield ident, _read_parquet_text(path)
-    else:
-        with path.open("rb") as stream:
-            yield ident, _read_csv_text(stream, str(path))
-
-
-def _select(tables: list[tuple[str, pa.Table]], cfg: Config) -> list[tuple[str, pa.Table]]:
-    """Check every source's columns; zip members lacking them are skipped (a test set, say)."""
-    required = list(required_columns(cfg.data))
-    kept: list[tuple[str, pa.Table]] = []
-    by_zip: dict[str, list[tuple[str, pa.Table]]] = {}
-    for ident, table in tables:
-        if "!" in ident:
-            by_zip.setdefault(ident.split("!", 1)[0], []).append((ident, table))
-        elif table.num_rows or table.num_columns:
-            check_columns(table.column_names, cfg.data, where=ident)
-            kept.append((ident, table))
-    for archive, members in by_zip.items():
-        usable = [m for m in members if all(c in m[1].column_names for c in required)]
-        if not usable:
-            check_columns(
-                members[0][1].column_names, cfg.data, where=f"{members[0][0]} (in {archive})"
-            )
-        names = {ident for ident, _ in usable}
-        for ident, _ in members:
-            if ident not in names:
-                log.info("skipping %s: it lacks some of %s", ident, required)
-        kept.extend(usable)
-    return kept
 
 
 @exclusive("ingest")
@@ -208,49 +78,70 @@ def ingest(
     if spark is not None or isinstance(store, SparkTableStore):
         session = spark if spark is not None else cast(SparkTableStore, store).spark
         return _ingest_spark([os.fspath(s) for s in sources], cfg, store, session)
-    files = _expand(sources)
-    loaded = _select([item for f in files for item in _read_source(f)], cfg)
-    now = datetime.now(timezone.utc)
-    parts: list[pa.Table] = []
-    counts: dict[str, int] = {}
-    for ident, table in loaded:
-        counts[ident] = table.num_rows
-        if table.num_rows == 0:
-            log.warning("source %s has no rows", ident)
-            continue
-        table = table.append_column("_source", pa.array([ident] * table.num_rows, pa.string()))
-        table = table.append_column(
-            "_ingested_at", pa.array([now] * table.num_rows, pa.timestamp("us", tz="UTC"))
-        )
-        parts.append(table)
+    files = expand(sources)
+    kept = select([item for f in files for item in headers(f)], cfg)
     ref = store.ref("bronze", BRONZE_TABLE)
-    if not parts:
+    schema = _batch_schema(kept, store.schema(ref) if store.exists(ref) else None)
+    counts: dict[str, int] = {}
+    idents = sorted({ident for ident, _ in kept})
+    batches = _batches(files, set(idents), schema, counts)
+    first = next(batches, None)  # read up to the first row before anything is written
+    if first is None:
         raise DataError(f"the sources {[str(f) for f in files]} hold no rows; nothing was ingested")
-    batch = pa.concat_tables(parts, promote_options="permissive")
-    if store.exists(ref):
-        existing = store.schema(ref)
-        batch = _align(batch, existing)
-    store.replace_where(ref, batch, {"_source": sorted(counts)})
-    result = IngestResult(str(ref), batch.num_rows, counts, store.version(ref))
+    # one transaction for the whole batch, streamed: memory holds one source at a time
+    stream = pa.RecordBatchReader.from_batches(schema, itertools.chain([first], batches))
+    store.replace_where(ref, stream, {"_source": idents})
+    result = IngestResult(str(ref), sum(counts.values()), counts, store.version(ref))
     log.info(result.summary())
     return result
 
 
-def _align(batch: pa.Table, existing: pa.Schema) -> pa.Table:
-    """Give a batch the bronze table's columns: missing ones null, new ones refused clearly."""
-    new = [c for c in batch.column_names if c not in existing.names]
-    if new:
-        raise DataError(
-            f"these sources bring columns bronze does not have: {new}; bronze has "
-            f"{existing.names}. Land them in a separate home or rename the columns."
-        )
+def _batch_schema(kept: list[tuple[str, list[str]]], existing: pa.Schema | None) -> pa.Schema:
+    """Bronze's schema for this batch: the existing table's, which must hold every column the
+    sources bring; else the sources' columns in order of appearance, all text."""
+    names = list(dict.fromkeys(c for _, columns in kept for c in columns))
+    if existing is not None:
+        new = [c for c in names if c not in existing.names]
+        if new:
+            raise DataError(
+                f"these sources bring columns bronze does not have: {new}; bronze has "
+                f"{existing.names}. Land them in a separate home or rename the columns."
+            )
+        return existing
+    fields = [pa.field(c, pa.string()) for c in names]
+    fields += [pa.field("_source", pa.string()), pa.field("_ingested_at", _INGESTED_AT)]
+    return pa.schema(fields)
+
+
+def _batches(
+    files: list[Path], kept: set[str], schema: pa.Schema, counts: dict[str, int]
+) -> Iterator[pa.RecordBatch]:
+    """Each kept source's rows with its ``_source`` and ``_ingested_at``, in ``schema``; one
+    source read at a time. ``counts`` gets every kept source's rows as it is read."""
+    now = datetime.now(timezone.utc)
+    for path in files:
+        for ident, table in read_source(path):
+            if ident not in kept:
+                continue
+            counts[ident] = table.num_rows
+            if table.num_rows == 0:
+                log.warning("source %s has no rows", ident)
+                continue
+            n = table.num_rows
+            table = table.append_column("_source", pa.array([ident] * n, pa.string()))
+            table = table.append_column("_ingested_at", pa.array([now] * n, _INGESTED_AT))
+            yield from _align(table, schema).to_batches()
+
+
+def _align(batch: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A source's rows in the batch's schema: its missing columns null, each cast to its type."""
     cols = []
-    for fld in existing:
+    for fld in schema:
         if fld.name in batch.column_names:
             cols.append(batch.column(fld.name).cast(fld.type))
         else:
             cols.append(pa.nulls(batch.num_rows, fld.type))
-    return pa.Table.from_arrays(cols, schema=existing)
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 # --------------------------------------------------------------------------- Spark readers
