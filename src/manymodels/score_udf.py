@@ -266,11 +266,13 @@ def models_frame(
     for k in keys:
         if k in key_types:
             man = man.withColumn(k, F.col(k).cast(key_types[k]))
-    rows = (
-        store.read_spark(spark, store.ref("gold", LEDGER_TABLE))
-        # the set's runs only: Parquet statistics skip the files of every other run
-        .where(F.col("origin_run_id").isin(sorted(set(manifest["run_id"].astype(str)))))
-        .where(F.col("status") == "ok")
+    runs = sorted(set(manifest["run_id"].astype(str)))
+    # the set's runs' own rows (a carried-over row's bytes are in its origin run's row): run
+    # folders and file statistics skip every other run's files
+    rows = store.read_spark(
+        spark,
+        store.ref("gold", LEDGER_TABLE),
+        where={"run_id": runs, "origin_run_id": runs, "status": "ok"},
     )
     run = F.col("origin_run_id").alias("run_id")
     # a carried-over row has no bytes: its origin run's row (same run id and sha256) has them

@@ -65,11 +65,11 @@ def _altered_error(keys: list[str], values: list[Any]) -> ModelError:
     )
 
 
-def _ledger_dataset(store: TableStore, ref: Any) -> Any:
-    """The local ledger as a pyarrow dataset (Delta statistics prune its files)."""
-    from deltalake import DeltaTable
-
-    return DeltaTable(str(store.path(ref))).to_pyarrow_dataset()  # type: ignore[attr-defined]
+def _bytes_rows(models: pd.DataFrame) -> dict[str, Any]:
+    """The ledger rows that may hold these models' bytes: their origin runs' own ok rows
+    (``run_id`` too: run folders and statistics prune the other runs' files)."""
+    runs = sorted(set(models["run_id"]))
+    return {"run_id": runs, "origin_run_id": runs, "status": "ok"}
 
 
 def _models_of(wanted: pd.DataFrame) -> pd.DataFrame:
@@ -97,18 +97,18 @@ def stream_ledger_shards(
     import pyarrow.compute as pc
 
     keys = list(cfg.data.keys)
-    dataset = _ledger_dataset(store, store.ref("gold", LEDGER_TABLE))
-    found = set(dataset.schema.names)
-    pairs = [(s, b) for s, b in _BYTES if s in found and b in found]
+    ref = store.ref("gold", LEDGER_TABLE)
+    schema = store.schema(ref)
+    pairs = [(s, b) for s, b in _BYTES if s in schema.names and b in schema.names]
     models = _models_of(wanted)
-    expr = pc.field("origin_run_id").isin(sorted(set(models["run_id"]))) & (
-        pc.field("status") == "ok"
-    )
     columns = [*keys, "origin_run_id", *(c for p in pairs for c in p)]
     todo = models[["run_id", "model_sha256", "_pos"]]
     spots: dict[int, tuple[str, int]] = {}
-    with ShardWriter(folder, pa.schema([dataset.schema.field(k) for k in keys]), keys) as out:
-        for batch in dataset.to_batches(columns=columns, filter=expr, batch_size=_SCAN_ROWS):
+    batches = store.read_batches(  # type: ignore[attr-defined]  # the local store's stream
+        ref, columns, where=_bytes_rows(models), batch_size=_SCAN_ROWS
+    )
+    with ShardWriter(folder, pa.schema([schema.field(k) for k in keys]), keys) as out:
+        for batch in batches:
             if batch.num_rows == 0 or len(spots) == len(todo):
                 continue
             runs = batch.column("origin_run_id").to_pandas()
@@ -163,9 +163,7 @@ def spark_shards(
     if wanted.empty:
         return wanted.assign(shard=pd.Series(dtype=object), row=pd.Series(dtype="int64"))
     models = _models_of(wanted)
-    rows = store.read_spark(spark, store.ref("gold", LEDGER_TABLE))
-    rows = rows.where(F.col("origin_run_id").isin(sorted(set(models["run_id"]))))
-    rows = rows.where(F.col("status") == "ok")
+    rows = store.read_spark(spark, store.ref("gold", LEDGER_TABLE), where=_bytes_rows(models))
     run = F.col("origin_run_id").alias("run_id")
     ledger = None
     for sha_col, bytes_col in _BYTES:
