@@ -208,6 +208,7 @@ def test_no_valid_row_stops_before_anything_is_written(make_cfg, spark, tmp_path
         assert not dist.exists(dist.ref("silver", name)), name
 
 
+@pytest.mark.classic_only  # the same clean_spark code the Connect pass runs on the Spark store
 def test_the_local_store_cleans_large_bronze_with_spark_tasks(make_cfg, spark, tmp_path):
     """Past tables.in_process_rows, the embedded default cleans like the Spark backend: Spark
     reads bronze's files and the silver tables are written from the staged output."""
