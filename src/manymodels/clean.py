@@ -188,8 +188,12 @@ _TZ_SUFFIX = r"^(.*\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|UTC|[+-]\d{2}(?::?
 def _parse_dates(text: pd.Series, date_format: str | None) -> pd.Series:
     """Dates as naive timestamps; a time-zone offset keeps the wall-clock time as written."""
     fmt = date_format or ISO_DATES
-    if date_format is None:
-        text = text.str.replace(_TZ_SUFFIX, r"\1", regex=True)
+    if date_format is None:  # only values with a time of day can carry a zone suffix: the
+        # regex over every plain date was a quarter of clean's time at 14.6 M rows
+        timed = text.str.contains(":", regex=False).fillna(False).to_numpy(dtype=bool)
+        if timed.any():
+            text = text.copy()
+            text[timed] = text[timed].str.replace(_TZ_SUFFIX, r"\1", regex=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pandas warns about mixed offsets under a %z format
         ds = pd.to_datetime(text, format=fmt, errors="coerce")
