@@ -14,9 +14,9 @@ import io
 import logging
 import os
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,6 +30,8 @@ from manymodels.validate import check_columns, required_columns
 __all__ = ["expand", "headers", "read_source", "select"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 SUFFIXES = {".csv", ".parquet", ".pq", ".zip", ".txt", ".tsv"}
 
@@ -111,12 +113,17 @@ def _csv_columns(stream: IO[bytes], name: str) -> list[str]:
     return _csv_header(first.rstrip(b"\r\n"), name)
 
 
-def _read_parquet_text(path: Path) -> pa.Table:
+def _parquet(read: Callable[[Path], _T], path: Path) -> _T:
+    """``read(path)``; a file Arrow cannot open as Parquet is a DataError naming it."""
     try:
-        table = pq.read_table(path)
+        return read(path)
     except (pa.ArrowException, OSError) as exc:
         text = " ".join(str(exc).split())
         raise DataError(f"{path} is not a readable Parquet file: {text}") from None
+
+
+def _read_parquet_text(path: Path) -> pa.Table:
+    table = _parquet(pq.read_table, path)
     cols = {}
     for name, column in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
@@ -133,7 +140,12 @@ def _zip_members(archive: zipfile.ZipFile) -> list[str]:
     ]
 
 
-def read_source(path: Path) -> Iterator[tuple[str, pa.Table]]:
+def _walk(
+    path: Path,
+    csv_reader: Callable[[IO[bytes], str], _T],
+    parquet_reader: Callable[[Path], _T],
+) -> Iterator[tuple[str, _T]]:
+    """(source id, what the reader makes of it) for the file, or for each CSV member of a zip."""
     suffix = path.suffix.lower()
     ident = str(path.resolve())
     if suffix == ".zip":
@@ -147,39 +159,22 @@ def read_source(path: Path) -> Iterator[tuple[str, pa.Table]]:
                 raise DataError(f"zip file {path} holds no .csv file")
             for member in members:
                 with archive.open(member) as stream:
-                    yield f"{ident}!{member}", _read_csv_text(stream, f"{path}!{member}")
+                    yield f"{ident}!{member}", csv_reader(stream, f"{path}!{member}")
     elif suffix in (".parquet", ".pq"):
-        yield ident, _read_parquet_text(path)
+        yield ident, parquet_reader(path)
     else:
         with path.open("rb") as stream:
-            yield ident, _read_csv_text(stream, str(path))
+            yield ident, csv_reader(stream, str(path))
+
+
+def read_source(path: Path) -> Iterator[tuple[str, pa.Table]]:
+    """(source id, its rows as text) for the file, or for each CSV member of a zip."""
+    return _walk(path, _read_csv_text, _read_parquet_text)
 
 
 def headers(path: Path) -> Iterator[tuple[str, list[str]]]:
     """(source id, column names) of the file, or of each CSV member of a zip; no rows read."""
-    suffix = path.suffix.lower()
-    ident = str(path.resolve())
-    if suffix == ".zip":
-        try:
-            archive = zipfile.ZipFile(path)
-        except zipfile.BadZipFile:
-            raise DataError(f"{path} is not a readable zip file") from None
-        with archive:
-            members = _zip_members(archive)
-            if not members:
-                raise DataError(f"zip file {path} holds no .csv file")
-            for member in members:
-                with archive.open(member) as stream:
-                    yield f"{ident}!{member}", _csv_columns(stream, f"{path}!{member}")
-    elif suffix in (".parquet", ".pq"):
-        try:
-            yield ident, list(pq.read_schema(path).names)
-        except (pa.ArrowException, OSError) as exc:
-            text = " ".join(str(exc).split())
-            raise DataError(f"{path} is not a readable Parquet file: {text}") from None
-    else:
-        with path.open("rb") as stream:
-            yield ident, _csv_columns(stream, str(path))
+    return _walk(path, _csv_columns, lambda p: list(_parquet(pq.read_schema, p).names))
 
 
 def select(sources: list[tuple[str, list[str]]], cfg: Config) -> list[tuple[str, list[str]]]:
