@@ -10,7 +10,7 @@ from manymodels.models import (  # noqa: F401  (registers the families)
     stats,
 )
 from manymodels.models.base import FAMILIES, Forecaster, get_family
-from manymodels.models.serialize import dumps, loads, read_header, sha256_hex
+from manymodels.models.serialize import dumps, loads, loads_any, read_header, sha256_hex
 from manymodels.models.spec import ForecastSpec, RegressorOption
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "dumps",
     "get_family",
     "loads",
+    "loads_any",
     "read_header",
     "sha256_hex",
 ]

@@ -35,6 +35,7 @@ __all__ = [
     "dumps",
     "load_estimator",
     "loads",
+    "loads_any",
     "read_header",
     "sha256_hex",
 ]
@@ -160,6 +161,15 @@ def loads(blob: bytes | bytearray | memoryview, sha256: str | None = None) -> Fo
     model._nonneg = bool(header.get("nonneg", False))
     model._set_state(header["state"], payload)
     return model
+
+
+def loads_any(blob: bytes | bytearray | memoryview, sha256: str | None = None) -> Any:
+    """Load model bytes of either format, checking ``sha256`` first when it is given: a
+    per-series model (``dumps``), or a group model serving many series (``dumps_pooled``,
+    whose ``for_series(key)`` is that series' forecaster)."""
+    from manymodels.models.pooled import is_pooled, loads_pooled  # it imports this module
+
+    return loads_pooled(blob, sha256) if is_pooled(blob) else loads(blob, sha256)
 
 
 def dump_estimator(estimator: Any) -> bytes:

@@ -42,12 +42,11 @@ _DEFAULT_CACHE_BYTES = 1 << 30
 
 
 def _load_forecaster(blob: bytes, sha256: str) -> Any:
-    """Deserialize one model (the models package verifies the hash again): a per-key model,
-    or a group model serving many keys (the pooled family)."""
-    from manymodels.models import loads
-    from manymodels.models.pooled import is_pooled, loads_pooled
+    """Deserialize one model (``models.loads_any``: a per-key model or a group model; it
+    verifies the hash again). A seam of its own so tests can count or fake the loads."""
+    from manymodels.models import loads_any
 
-    return loads_pooled(blob, sha256) if is_pooled(blob) else loads(blob, sha256)
+    return loads_any(blob, sha256)
 
 
 def positive_setting(value: Any, env: str, default: int, what: str) -> int:
