@@ -148,6 +148,15 @@ class TrainConfig:
     regressor_defaults: dict[str, float] = field(default_factory=dict)
     tasks: int | None = None
     rows_per_call: int = 50_000
+    #: The model granularity: null = ``data.keys`` (one model per series), a subset of the
+    #: keys (one pooled model per value, e.g. ``[store]``) or ``[]`` (one model for all).
+    partition_by: list[str] | None = None
+    #: Rows one model partition may hold: a bigger group stops before any fit, named.
+    max_group_rows: int = 20_000_000
+
+    def group_columns(self, keys: list[str]) -> list[str]:
+        """The columns naming a model partition (``partition_by``, else the series keys)."""
+        return list(keys) if self.partition_by is None else list(self.partition_by)
 
     @property
     def candidate_families(self) -> list[str]:
@@ -417,6 +426,24 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     raise ConfigError(f"config key {path}: unsupported type {_type_name(tp)}")  # pragma: no cover
 
 
+def _check_partition_by(t: TrainConfig, keys: list[str]) -> None:
+    if t.max_group_rows < 1:
+        raise ConfigError(
+            f"config key train.max_group_rows must be at least 1, got {t.max_group_rows}"
+        )
+    if t.partition_by is None:
+        return
+    alien = [c for c in t.partition_by if c not in keys]
+    if alien:
+        raise ConfigError(
+            f"config key train.partition_by names {alien}, which are not among data.keys "
+            f"{keys}: a model partition is a group of series, so list some of the keys "
+            "(or [] for one model over all series)"
+        )
+    if len(set(t.partition_by)) != len(t.partition_by):
+        raise ConfigError(f"config key train.partition_by names a column twice: {t.partition_by}")
+
+
 _METRICS = {"mae", "rmse", "mape", "smape", "wape", "mase", "bias", "coverage"}
 
 
@@ -454,6 +481,7 @@ def _check(cfg: Config) -> None:
         )
     if t.step is not None and t.step < 1:
         raise ConfigError(f"config key train.step must be at least 1, got {t.step}")
+    _check_partition_by(t, d.keys)
     if not 0.0 <= t.select_margin < 1.0:
         raise ConfigError(
             f"config key train.select_margin must lie in [0, 1), got {t.select_margin}"

@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,17 +31,20 @@ import pandas as pd
 from manymodels.backtest import METRICS, backtest
 from manymodels.config import Config, TrainConfig
 from manymodels.models import ForecastSpec, RegressorOption, dumps, get_family, sha256_hex
-from manymodels.selection import BASELINE, error_text, json_default, select
+from manymodels.models.pooled import POOLED_FAMILIES, is_pooled_family
+from manymodels.selection import BASELINE, Candidate, error_text, json_default, select
 
 __all__ = [
     "CHAMPION_COLUMNS",
     "LEDGER_COLUMNS",
+    "SharedModel",
     "check_families",
     "data_fingerprint",
     "fit_partition",
     "forecast_spec",
     "history_frame",
     "ledger_columns",
+    "pooled_params",
 ]
 
 log = logging.getLogger(__name__)
@@ -106,8 +110,9 @@ def check_families(cfg: Config) -> None:
 
     t = cfg.train
     spec = forecast_spec(cfg)
+    _check_pooled(cfg, spec)
     names = [*t.candidate_families, *([t.fallback] if t.fallback else []), *SIMPLE_METHODS]
-    for name in dict.fromkeys(names):
+    for name in dict.fromkeys(n for n in names if not is_pooled_family(n)):
         where = "train.fallback" if name == t.fallback else "train.families"
         try:
             family = get_family(name)
@@ -120,6 +125,45 @@ def check_families(cfg: Config) -> None:
             raise ConfigError(f"config key train.params.{name}: {exc}") from None
 
 
+def _check_pooled(cfg: Config, spec: ForecastSpec) -> None:
+    """A pooled family is built with its params; a coarser ``train.partition_by`` needs one."""
+    from manymodels.errors import ConfigError
+
+    t, keys = cfg.train, list(cfg.data.keys)
+    pooled = [n for n in t.candidate_families if is_pooled_family(n)]
+    if t.fallback is not None and is_pooled_family(t.fallback):
+        raise ConfigError(
+            f"config key train.fallback: {t.fallback} is a pooled family; the fallback serves "
+            "one series alone (seasonal_naive, mean, ...)"
+        )
+    if set(t.group_columns(keys)) != set(keys) and not pooled:
+        raise ConfigError(
+            f"config key train.partition_by {t.partition_by} groups series, but train.families "
+            f"{t.candidate_families} has no pooled family to fit over a group: add one of "
+            f"{sorted(POOLED_FAMILIES)} (or remove train.partition_by)"
+        )
+    for name in pooled:
+        try:
+            POOLED_FAMILIES[name](spec, keys, pooled_params(t, name))
+        except ConfigError as exc:
+            raise ConfigError(f"config key train.params.{name}: {exc}") from None
+
+
+def pooled_params(t: TrainConfig, name: str) -> dict[str, Any]:
+    """A pooled family's params. Its horizon is ``train.horizon``: its calibration holdout is
+    then each series' held-out backtest window, the one the series' own candidates report."""
+    from manymodels.errors import ConfigError
+
+    given = dict(t.params.get(name, {}))
+    if given.get("horizon", t.horizon) != t.horizon:
+        raise ConfigError(
+            f"config key train.params.{name}.horizon={given['horizon']}: a pooled family "
+            f"forecasts train.horizon ({t.horizon}) periods, the backtest window its series "
+            "are compared on; set train.horizon instead"
+        )
+    return {**given, "horizon": t.horizon}
+
+
 def data_fingerprint(history: pd.DataFrame, columns: Sequence[str]) -> str:
     """A stable hash of a key's silver rows (the columns that feed the model)."""
     frame = history[list(columns)].reset_index(drop=True)
@@ -129,13 +173,30 @@ def data_fingerprint(history: pd.DataFrame, columns: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class SharedModel:
+    """A model fitted once for the key's whole model partition (a pooled family), as one more
+    candidate of the key: its backtest predictions of this key (same window numbers as the
+    key's own backtest), or its error; and the group model's bytes and sha256."""
+
+    candidate: Candidate
+    blob: bytes | None = None
+    sha256: str | None = None
+
+
 def fit_partition(
     pdf: pd.DataFrame,
     cfg: Config,
     run_id: str = "local",
     trained_at: datetime | None = None,
+    *,
+    shared: SharedModel | None = None,
 ) -> pd.DataFrame:
-    """Fit one key: backtest the candidate families, keep the best, refit it on all rows."""
+    """Fit one key: backtest the candidate families, keep the best, refit it on all rows.
+
+    ``shared`` is the key's partition model (``groups.fit_group``): chosen like any candidate
+    on the selection windows; when it wins, the row records the group model, never refitted.
+    """
     started = time.perf_counter()
     keys, regs = list(cfg.data.keys), list(cfg.data.regressors)
     t = cfg.train
@@ -166,7 +227,7 @@ def fit_partition(
         **{f"baseline_{m}": math.nan for m in METRICS},
     )
     try:
-        _fit_into(row, pdf, cfg, keys, regs, t)
+        _fit_into(row, pdf, cfg, keys, regs, t, shared)
     except Exception as exc:  # the partition core never raises
         row.update(status="failed", error=error_text(exc), model=None, model_sha256=None)
     row["fit_seconds"] = time.perf_counter() - started
@@ -192,6 +253,7 @@ def _fit_into(
     keys: list[str],
     regs: list[str],
     t: TrainConfig,
+    shared: SharedModel | None = None,
 ) -> None:
     history = history_frame(pdf, regs, cfg.data.fill)
     observed = history["y"].notna()
@@ -209,11 +271,12 @@ def _fit_into(
     if history.loc[observed, "y"].nunique() == 1:
         _simple_method(row, history, spec, t, "constant target: every observation is the same")
         return
-    sel = select(spec, history, t, row["n_obs"], seed)
+    extra = [shared.candidate] if shared is not None else []
+    sel = select(spec, history, t, row["n_obs"], seed, extra)
     row["candidates"] = sel.candidates_json()
     if sel.baseline is not None:
         row.update({f"baseline_{m}": sel.baseline.holdout.get(m, math.nan) for m in METRICS})
-    _champion_into(row, pdf, spec, history, t)
+    _champion_into(row, pdf, spec, history, t, shared)
     if sel.best is None:
         errors = [f"{c.family}: {c.error}" for c in sel.candidates if c.error is not None]
         reason = "; ".join(errors) or "; ".join(sel.ineligible.values()) or "no candidate"
@@ -222,7 +285,15 @@ def _fit_into(
         return
     best = sel.best
     try:
-        _refit(row, history, spec, best.family, best.params)
+        if shared is not None and best is shared.candidate:
+            row.update(
+                family=best.family,
+                params=json.dumps(best.params, default=json_default, sort_keys=True),
+                model=shared.blob,
+                model_sha256=shared.sha256,
+            )
+        else:
+            _refit(row, history, spec, best.family, best.params)
     except Exception as exc:
         reason = f"refit of {best.family} failed: {error_text(exc)}"
         _simple_method(row, history, spec, t, reason, status="failed")
@@ -253,14 +324,27 @@ def _champion_into(
     spec: ForecastSpec,
     history: pd.DataFrame,
     t: TrainConfig,
+    shared: SharedModel | None = None,
 ) -> None:
-    """Backtest the key's current champion on the held-out window, for promotion to compare."""
+    """Backtest the key's current champion on the held-out window, for promotion to compare.
+
+    A pooled champion's method is this run's partition model of the same family: its
+    held-out forecasts of the key are the champion's backtest (the family refitted on today's
+    data, as for a per-series champion)."""
     if "_champion_family" not in pdf.columns or not len(pdf):
         return
     family_name = pdf["_champion_family"].iloc[0]
     if family_name is None or (isinstance(family_name, float) and math.isnan(family_name)):
         return
     row["champion_run_id"] = pdf["_champion_run_id"].iloc[0]
+    if is_pooled_family(str(family_name)):
+        cand = shared.candidate if shared is not None else None
+        if cand is not None and cand.ok and cand.family == family_name:
+            found: dict[str, Any] = dict(cand.holdout)
+        else:
+            found = {"error": f"no {family_name} model of the key's partition in this run"}
+        row["champion_metrics"] = json.dumps(found, default=json_default)
+        return
     try:
         family = get_family(str(family_name))
         params = json.loads(pdf["_champion_params"].iloc[0] or "{}")

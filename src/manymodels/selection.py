@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from manymodels.backtest import METRICS, backtest, compute_metrics, rolling_origin
+from manymodels.backtest import METRICS, backtest, compute_metrics
 from manymodels.config import TrainConfig
 from manymodels.models import ForecastSpec, get_family
 from manymodels.models.ensemble import combine
+from manymodels.models.pooled import is_pooled_family
 from manymodels.tuning import tune
 
 __all__ = ["BASELINE", "Candidate", "Selection", "score_of", "select"]
@@ -172,22 +173,34 @@ def _ensemble(top: list[Candidate], method: str) -> Candidate:
 
 
 def select(
-    spec: ForecastSpec, history: pd.DataFrame, t: TrainConfig, n_obs: int, seed: int
+    spec: ForecastSpec,
+    history: pd.DataFrame,
+    t: TrainConfig,
+    n_obs: int,
+    seed: int,
+    extra: Sequence[Candidate] = (),
 ) -> Selection:
-    """Backtest the eligible candidates, choose on the selection windows, report the holdout."""
+    """Backtest the eligible candidates, choose on the selection windows, report the holdout.
+
+    ``extra`` are candidates backtested elsewhere on this key's windows (a pooled model of its
+    partition): their predictions carry the same window numbers, they are chosen on the same
+    selection windows and reported on the same held-out one, and they join no ensemble.
+    """
     ineligible: dict[str, str] = {}
     names = []
     for name in dict.fromkeys([*t.candidate_families, BASELINE]):
+        if is_pooled_family(name):  # fitted once per partition: it comes in ``extra``
+            continue
         reason = eligibility(name, spec, t, len(history), n_obs)
         if reason is None:
             names.append(name)
         else:
             ineligible[name] = reason
     honest = t.n_windows >= 2
-    windows = rolling_origin(len(history), t.horizon, t.n_windows, t.step) if names else []
-    sel_w = list(range(len(windows) - 1)) if honest else [0]
-    hold_w = [len(windows) - 1] if honest else [0]
+    sel_w = list(range(t.n_windows - 1)) if honest else [0]
+    hold_w = [t.n_windows - 1] if honest else [0]
     runs = [_run(name, spec, history, t, seed, honest) for name in names]
+    runs += list(extra)
     m = spec.season_length
     for c in runs:
         if c.ok:
@@ -199,8 +212,10 @@ def select(
     good = [c for c in candidates if c.ok and math.isfinite(score_of(c.selection, t.select_metric))]
     good.sort(key=lambda c: score_of(c.selection, t.select_metric))
     pool = list(good)
-    if t.ensemble_size >= 2 and len(good) >= 2:
-        ens = _ensemble(good[: t.ensemble_size], t.ensemble.method)
+    pooled = {id(c) for c in extra}
+    own = [c for c in good if id(c) not in pooled]  # an ensemble's members are the key's own
+    if t.ensemble_size >= 2 and len(own) >= 2:
+        ens = _ensemble(own[: t.ensemble_size], t.ensemble.method)
         assert ens.predictions is not None
         ens.selection = _metrics(ens.predictions, history, sel_w, m)
         ens.holdout = _metrics(ens.predictions, history, hold_w, m)

@@ -13,7 +13,8 @@ import pandas as pd
 
 from manymodels.config import Config
 from manymodels.errors import ConfigError, DataError, ThresholdError
-from manymodels.fitting import fit_stage, ledger_schema, n_fit_tasks
+from manymodels.fitting import fit_stage, ledger_schema, plan_groups
+from manymodels.groups import pooled_family
 from manymodels.locking import exclusive
 from manymodels.partition import (
     CHAMPION_COLUMNS,
@@ -187,6 +188,30 @@ def _resume_todo(
     return all_keys.join(done, keys, "left_anti")
 
 
+def _whole_partitions(
+    cfg: Config,
+    silver: SparkDataFrame,
+    carried: SparkDataFrame | None,
+    todo: SparkDataFrame,
+) -> tuple[SparkDataFrame | None, SparkDataFrame]:
+    """A pooled model partition is refitted whole: every key of a partition with a key to fit
+    (changed, new, unfinished) is fitted again, and none of its keys is carried over."""
+    keys = list(cfg.data.keys)
+    by = cfg.train.group_columns(keys)
+    if pooled_family(cfg) is None or set(by) == set(keys):
+        return carried, todo
+    all_keys = silver.select(*keys).distinct()
+    if not by:  # one partition: all or nothing
+        if todo.limit(1).count() == 0:
+            return carried, todo
+        return None, all_keys
+    groups = todo.select(*by).distinct()
+    todo = all_keys.join(groups, by, "left_semi")
+    if carried is not None:
+        carried = carried.join(groups, by, "left_anti")
+    return carried, todo
+
+
 def _with_champions(plan: pd.DataFrame, *, cfg: Config, store: TableStore) -> pd.DataFrame:
     """Add each key's current champion (run, family, params) so the fit can backtest it too."""
     from manymodels import registry
@@ -263,6 +288,8 @@ def train(
             todo = _resume_todo(spark, store, cfg, silver, run_id)
         elif incremental:
             carried, todo = _carry_over(spark, store, cfg, silver, run_id, now)
+        if todo is not None:
+            carried, todo = _whole_partitions(cfg, silver, carried, todo)
         counts = store.count_by(silver_ref, keys)  # rows per key: the weights for balancing
         if todo is not None:
             counts = counts.merge(to_pandas(todo), on=keys, how="inner")
@@ -276,7 +303,7 @@ def train(
             "training %s keys (%s carried over) in run %s", f"{len(counts):,}", n_carried, run_id
         )
         cores = default_parallelism(spark)
-        n_tasks = n_fit_tasks(cfg, len(counts), cores)
+        n_tasks = plan_groups(cfg, counts, cores)[1] if len(counts) else 1
         tracker = StageProgress(spark, "train", len(counts), n_tasks, progress)
         parts = []
         if not counts.empty:

@@ -44,4 +44,20 @@ Deterministic: seeded draws and bagging, ``deterministic`` LightGBM, ``num_threa
 from manymodels.models.pooled.codec import dumps_pooled, is_pooled, loads_pooled
 from manymodels.models.pooled.model import PooledForecaster, SeriesView
 
-__all__ = ["PooledForecaster", "SeriesView", "dumps_pooled", "is_pooled", "loads_pooled"]
+__all__ = [
+    "POOLED_FAMILIES",
+    "PooledForecaster",
+    "SeriesView",
+    "dumps_pooled",
+    "is_pooled",
+    "is_pooled_family",
+    "loads_pooled",
+]
+
+#: The families that learn across the series of a model partition (``train.families`` names).
+POOLED_FAMILIES: dict[str, type[PooledForecaster]] = {PooledForecaster.family: PooledForecaster}
+
+
+def is_pooled_family(name: str) -> bool:
+    """Whether ``name`` is a pooled family (one model per partition, not per series)."""
+    return name in POOLED_FAMILIES
