@@ -33,6 +33,13 @@ with the right level, whose only error is the noise, would score. One line per g
 ``accuracy dataset=... partition=<store|all> <metric>=... keys_without_forecast=...``. With
 --pooled and no --config/--preset, only the pooled rows run (the references always do).
 
+Mixed granularity: a configuration with ``train.partition_by`` runs the pipeline's own
+``groups.fit_group`` once per model partition in the Pool (the pooled family among its
+``train.families``), so each series is served by its own champion or by its partition's
+pooled model, whichever won its selection windows; its line says ``partition=mixed``, e.g.
+``--config "mixed=train.preset=fast;train.families=[trend_season,seasonal_naive,ridge,
+pooled_lgbm];train.partition_by=[store];train.horizon=90"``.
+
 Run: ``.venv/bin/python benchmarks/accuracy.py [--dataset store_item|rossmann|all]
 [--config "NAME=KEY=VALUE[;KEY=VALUE...]"]... [--preset NAME]... [--keys N] [--workers 2]
 [--pooled store|all]... [--pooled-param KEY=VALUE]... [--json FILE] [--data ../shared/data]``;
@@ -256,6 +263,57 @@ def _run_chunk(task: tuple[Any, pd.Timestamp, list[tuple[Any, ...]]]) -> list[di
     return out
 
 
+def _run_group(task: tuple[Any, pd.Timestamp, list[tuple[Any, ...]]]) -> list[dict[str, Any]]:
+    """One model partition (``train.partition_by``): ``fit_group`` over its keys, then each
+    key's forecast from its own model or from the group's pooled model (loaded once)."""
+    from manymodels.groups import fit_group
+    from manymodels.models.pooled import is_pooled_family, loads_pooled
+
+    cfg, origin, chunk = task
+    c0 = _cpu()
+    have = [k for k in chunk if k in _STATE["silver"]]
+    fitted = fit_group([_STATE["silver"][k] for k in have], cfg)
+    rows = [r.iloc[0].to_dict() for r in fitted]
+    blobs = {r["model_sha256"]: r["model"] for r in rows if r["model"] is not None}
+    groups: dict[str, Any] = {}
+    out = [
+        {"key": k, "status": "no training rows", "family": None, "error": None, "yhat": None}
+        for k in chunk
+        if k not in _STATE["silver"]
+    ]
+    for key, row in zip(have, rows, strict=True):
+        res = {"key": key, "status": row["status"], "family": row["family"], "error": row["error"]}
+        res["yhat"] = None
+        try:
+            if row["status"] == "ok" and is_pooled_family(str(row["family"])):
+                sha = row["model_sha256"]
+                if sha not in groups:
+                    groups[sha] = loads_pooled(blobs[sha], sha)
+                view = groups[sha].for_series({k: row[k] for k in cfg.data.keys})
+                res["yhat"] = _forecast_model(view, key, cfg, origin)
+            elif row["status"] == "ok" and row["model"] is not None:
+                res["yhat"] = _forecast(row, key, cfg, origin)
+        except Exception as exc:  # a failed forecast is a key without forecast
+            res["error"] = f"forecast: {type(exc).__name__}: {exc}"
+        out.append(res)
+    cpu = (_cpu() - c0) / max(1, len(chunk))  # the group's fits are shared by its keys
+    for res in out:
+        res["cpu"] = cpu
+    return out
+
+
+def _forecast_model(model: Any, key: tuple[Any, ...], cfg: Any, origin: pd.Timestamp) -> Any:
+    """A loaded model's forecast of the key's wanted dates, from the train end."""
+    from manymodels.score_udf import forecast_window
+
+    wanted, freq = _STATE["wanted"][key], cfg.data.freq
+    future = _STATE["future"].get(key, _STATE["no_future"])
+    horizon = len(pd.date_range(origin, wanted.max(), freq=freq)) - 1
+    out, _ = forecast_window(model, future, cfg, horizon, origin)
+    yhat = pd.Series(out["yhat"].to_numpy(dtype="float64"), index=pd.to_datetime(out["ds"]))
+    return yhat[~yhat.index.duplicated()].reindex(wanted).to_numpy()
+
+
 def _key(values: Any) -> tuple[str, ...]:
     """A key as a tuple of strings: clean_frame may store key columns as text."""
     return tuple(str(v) for v in (values if isinstance(values, tuple) else (values,)))
@@ -294,10 +352,19 @@ def run_library(ds: Dataset, cfg: Any, test: pd.DataFrame, args: argparse.Namesp
     size = args.chunk or max(1, math.ceil(len(keys) / (args.workers * 32)))
     origin = pd.Timestamp(ds.train_end)
     tasks = [(cfg, origin, keys[i : i + size]) for i in range(0, len(keys), size)]
+    run = _run_chunk
+    by = getattr(cfg.train, "partition_by", None)
+    if by is not None:  # one task per model partition
+        at = [list(cfg.data.keys).index(c) for c in by]
+        groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        for key in keys:
+            groups.setdefault(tuple(key[i] for i in at), []).append(key)
+        tasks = [(cfg, origin, members) for members in groups.values()]
+        run = _run_group
     t0 = time.perf_counter()
     with mp.get_context("fork").Pool(args.workers, _init_worker) as pool:
         results: list[dict[str, Any]] = []
-        for i, part in enumerate(pool.imap_unordered(_run_chunk, tasks), 1):
+        for i, part in enumerate(pool.imap_unordered(run, tasks), 1):
             results += part
             if i % max(1, len(tasks) // 4) == 0 and i < len(tasks):
                 print(f"    {len(results):,}/{len(keys):,} keys", flush=True)
@@ -315,6 +382,7 @@ def run_library(ds: Dataset, cfg: Any, test: pd.DataFrame, args: argparse.Namesp
     failed = [r for r in results if r["yhat"] is None or not np.isfinite(r["yhat"]).all()]
     return {
         **score_rows(ds, test, forecast),
+        **({"partition": "mixed"} if by is not None else {}),
         "core_s_per_key": sum(r["cpu"] for r in results) / max(1, len(results)),
         "wall_s": wall,
         "families": dict(Counter(str(r["family"]) for r in results if r["family"])),
@@ -497,12 +565,13 @@ def run_pooled_rows(
 def pooled_lines(name: str, rows: list[dict[str, Any]]) -> list[str]:
     out = []
     for r in rows:
-        if r["kind"] != "pooled":
+        if "partition" not in r:  # pooled rows and library runs with train.partition_by
             continue
         value = f"{r['value']:.2f}" if r["metric"] == "smape" else f"{r['value']:.3f}"
         out.append(
             f"accuracy dataset={name} partition={r['partition']} {r['metric']}={value} "
-            f"keys_without_forecast={r['keys_without_forecast']}"
+            f"keys_without_forecast={r['keys_without_forecast']} "
+            f"core_s_per_series={r['core_s_per_key']:.3f}"
         )
     return out
 
