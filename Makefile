@@ -42,7 +42,9 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # The whole suite on classic local Spark sessions, two pytest workers taking a test file at a
-# time (each worker has its own session); the Spark tests once more against a local
+# time (each worker has its own session), while the fault trials (one long test, which xdist
+# would hand out last and then run alone) run beside them from the start; the Spark tests
+# once more against a local
 # Spark Connect server (Databricks serverless and standard-access clusters run Python that way),
 # but for those marked classic_only (they start a classic session or use none of its code);
 # then the pipeline tests on each declared Databricks runtime's pinned libraries, whose envs are
@@ -50,7 +52,10 @@ lint: $(STAMP)
 PY_ENV := PYSPARK_PYTHON=$(abspath $(BIN))/python
 test: check-java check-chromium lint
 	@.ci/runtimes --prepare >.ci-venvs.log 2>&1 & prep=$$!; \
-	$(PY_ENV) $(BIN)/python -m pytest -q -n 2 --dist loadfile && \
+	$(PY_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=.ci-trials-tmp tests/reliability >.ci-trials.log 2>&1 & trials=$$!; \
+	$(PY_ENV) $(BIN)/python -m pytest -q -n 2 --dist loadfile --ignore=tests/reliability || \
+	  { kill $$trials 2>/dev/null; exit 1; }; \
+	wait $$trials && tail -n 1 .ci-trials.log || { cat .ci-trials.log; exit 1; }; \
 	MANYMODELS_TEST_SPARK=connect $(PY_ENV) $(BIN)/python -m pytest -q -m 'not classic_only' tests/spark && \
 	{ wait $$prep || { cat .ci-venvs.log; exit 1; }; } && \
 	.ci/runtimes
