@@ -1,10 +1,13 @@
 """predict_partition: forecasts land on the right dates (daily, weekly, monthly, from an origin);
-the score arguments are checked before any Spark work."""
+the score arguments are checked before any Spark work; one call of the scoring cogroup loads a
+group model once and forecasts each of its series."""
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -235,3 +238,120 @@ def test_an_empty_champion_set_stops_score_with_one_line(make_cfg, monkeypatch):
     monkeypatch.setattr(registry, "load_model_set", lambda *a, **k: empty)
     with pytest.raises(ModelError, match=r"version 3 \(champion\) holds no model: promotion"):
         score(cfg, spark=SimpleNamespace())
+
+
+# --------------------------------------------------------------------------- group models
+
+
+KEYS = ["store", "item"]
+#: A small, quick pooled model: a few trees over three short series.
+POOLED = {"n_estimators": 20, "num_leaves": 7, "min_data_in_leaf": 10, "draws": 1, "horizon": 7}
+GROUP = [(1, 1), (1, 2), (1, 3)]  # served by one pooled model; (1, 3) ends EARLY days sooner
+SINGLE = [(2, 1), (2, 2)]  # a model of their own each
+EARLY = 5
+
+
+def group_ledger(cfg, run_id: str = "r1"):
+    """gold.model_ledger rows as training writes them for a group: the pooled model's bytes on
+    one row of its series (the holder), the others ``model = null``; plus per-series rows.
+    Returns (ledger, the pooled model, the history of every series: 2 stores x 3 items)."""
+    from datetime import datetime, timezone
+
+    from manymodels.models import sha256_hex
+    from manymodels.models.pooled import PooledForecaster, dumps_pooled
+    from manymodels.partition import forecast_spec, ledger_columns
+
+    frame = generate_demand(2, 3, 150, seed=7, with_regressors=False, intermittent_share=0.0)
+    end = frame["ds"].max()
+    late = (
+        (frame["store"] == 1)
+        & (frame["item"] == 3)
+        & (frame["ds"] > end - pd.Timedelta(days=EARLY))
+    )
+    frame = frame[~late].reset_index(drop=True)
+    pick = frame.set_index(KEYS).index
+    group = frame[pick.isin(GROUP)]
+    model = PooledForecaster(forecast_spec(cfg), KEYS, POOLED).fit(group[[*KEYS, "ds", "y"]])
+    blob = dumps_pooled(model)
+    trained_at = datetime.now(timezone.utc)
+    singles = [
+        fit_partition(frame[pick == key].reset_index(drop=True), cfg, run_id, trained_at)
+        for key in SINGLE
+    ]
+    template = singles[0].iloc[0]
+    rows = []
+    for i, (store, item) in enumerate(GROUP):
+        last = group[(group["store"] == store) & (group["item"] == item)]["ds"].max().date()
+        row = template.copy()
+        row[["store", "item", "family", "model", "model_sha256", "last_ds", "status", "error"]] = [
+            store, item, model.family, blob if i == 0 else None, sha256_hex(blob), last, "ok", None
+        ]  # fmt: skip
+        row[["baseline_model", "baseline_model_sha256"]] = [None, None]
+        rows.append(row)
+    ledger = pd.concat([pd.DataFrame(rows), *singles], ignore_index=True)[ledger_columns(KEYS)]
+    assert set(ledger["status"]) == {"ok"}, ledger["error"].tolist()
+    return ledger.astype({"store": "int64", "item": "int64"}), model, frame
+
+
+def own_dates(last: Any, n: int) -> list[pd.Timestamp]:
+    return list(pd.date_range(pd.Timestamp(last) + pd.Timedelta(days=1), periods=n, freq="D"))
+
+
+def test_a_call_loads_a_group_model_once_and_forecasts_each_series_on_its_own_dates(
+    make_cfg, monkeypatch
+):
+    from datetime import datetime, timezone
+
+    from pyspark.sql import types as T
+
+    import manymodels.models as models_pkg
+    from manymodels.score_udf import INTEGRITY_PREFIX, output_schema, score_udf
+
+    cfg = make_cfg("train.families=[ridge]", "train.horizon=7")
+    ledger, model, _ = group_ledger(cfg)
+    real = models_pkg.loads_any
+    loads: list[str] = []
+
+    def counting(blob, sha256=None):  # type: ignore[no-untyped-def]
+        loads.append(sha256)
+        return real(blob, sha256)
+
+    monkeypatch.setattr(models_pkg, "loads_any", counting)
+    fields = [T.StructField(k, T.LongType()) for k in KEYS]
+    columns = output_schema(fields).fieldNames()
+    fn = score_udf(cfg, 7, None, 1, "s1", "batch", datetime.now(timezone.utc), columns)
+    # the models side of one call: a row per key, the bytes on one row per distinct model,
+    # and a key whose (run, sha256) has no bytes anywhere (its ledger row was altered)
+    side = ledger[[*KEYS, "model_sha256", "model"]].assign(run_id="r1")
+    lost = pd.DataFrame([{"store": 3, "item": 1, "run_id": "r1", "model_sha256": "0" * 64}])
+    side = pd.concat([side, lost.assign(model=None)], ignore_index=True)
+    no_future = pd.DataFrame({"store": [], "item": [], "ds": []})
+    out = fn(side, no_future)
+
+    group_sha = ledger["model_sha256"].iloc[0]
+    assert loads.count(group_sha) == 1 and len(loads) == 1 + len(SINGLE)
+    ok = out[out["_error"].isna()]
+    assert sorted(set(zip(ok["store"], ok["item"], strict=True))) == sorted(GROUP + SINGLE)
+    want = model.forecast(7)
+    for store, item in GROUP:
+        mine = ok[(ok["store"] == store) & (ok["item"] == item)]
+        theirs = want[(want["store"] == store) & (want["item"] == item)]
+        last = model.series.set_index(KEYS).loc[(store, item), "last_ds"]
+        assert list(pd.to_datetime(mine["ds"])) == own_dates(last, 7)
+        np.testing.assert_allclose(mine["yhat"], theirs["yhat"], rtol=1e-9)
+        assert (mine["model_run_id"] == "r1").all()
+    gone = out[out["store"] == 3]
+    assert len(gone) == 1 and gone["_error"].iloc[0].startswith(INTEGRITY_PREFIX)
+    assert "no model bytes with the registered sha256 000000000000" in gone["_error"].iloc[0]
+
+    # the holder's bytes altered: every series of the group fails verification, loaded once
+    loads.clear()
+    bad = side.copy()
+    blob = bad.at[0, "model"]
+    bad.at[0, "model"] = blob[:-1] + bytes([blob[-1] ^ 1])
+    out = fn(bad, no_future)
+    failed = out[out["_error"].notna()].set_index(KEYS)["_error"]
+    assert {key for key in failed.index if key[0] == 1} == set(GROUP)
+    assert all(failed.loc[key].startswith(INTEGRITY_PREFIX) for key in GROUP)
+    assert "do not match model_sha256" in failed.loc[GROUP[1]]
+    assert loads.count(group_sha) == 1

@@ -41,6 +41,8 @@ from manymodels.periods import ISO_DATES
 from manymodels.progress import Progress, ProgressCallback, StageProgress, log_progress
 from manymodels.score_udf import (
     ERROR,
+    CallModels,
+    SetModels,
     forecast_stage,
     forecast_window,
     output_schema,
@@ -244,18 +246,33 @@ def _fit_pandas(
 # --------------------------------------------------------------------------- forecast
 
 
-def _newest_ok(models: Any, keys: list[str]) -> Any:
-    """The newest ``ok`` ledger row with bytes per key (a ledger table holds one per run)."""
+def _newest_ok(models: Any, keys: list[str]) -> SetModels:
+    """The newest ``ok`` ledger row per key (a ledger table holds one per run) and the bytes
+    of the frame's models. A row may hold no bytes of its own (a carried-over key, a series of
+    a group model): the row with its origin run and sha256 holds them."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     newest = Window.partitionBy(*keys).orderBy(F.col("trained_at").desc())
-    # a carried-over row holds no bytes; its origin run's row, the newest with them, is the same
-    return (
-        models.where((F.col("status") == "ok") & F.col("model").isNotNull())
+    ok = models.where(F.col("status") == "ok")
+    run = F.col("origin_run_id").alias("run_id")
+    chosen = (
+        ok.select(*keys, "trained_at", run, "model_sha256")
         .withColumn("_rank", F.row_number().over(newest))
         .where(F.col("_rank") == 1)
-        .select(*keys, F.col("origin_run_id").alias("run_id"), "model_sha256", "model")
+        .select(*keys, "run_id", "model_sha256")
+    )
+    blobs = ok.where(F.col("model").isNotNull()).select(run, "model_sha256", "model")
+    return SetModels(chosen, blobs)
+
+
+def _missing_bytes(run_id: str, sha256: str) -> DataError:
+    """A key whose model's bytes are in no row of the caller's models frame."""
+    return DataError(
+        f"the models frame holds no model bytes for run {run_id} with model_sha256 "
+        f"{sha256[:12]}...: the row holding them (the origin run's row of a carried-over key, "
+        "or the one row of a group model's series that holds the group's bytes) was left out; "
+        "pass every ok row of the runs"
     )
 
 
@@ -299,15 +316,15 @@ def _forecast_spark(
     )
     spark = models.sparkSession
     chosen = _newest_ok(models, keys)
-    future = _future_spark(df, chosen, cfg)
-    schema = output_schema([f for f in chosen.schema.fields if f.name in keys])
-    n_keys = chosen.count()
+    future = _future_spark(df, chosen.keys, cfg)
+    schema = output_schema([f for f in chosen.keys.schema.fields if f.name in keys])
+    n_keys = chosen.keys.count()
     cores = default_parallelism(spark)
     tracker = StageProgress(spark, "forecast", n_keys, score_tasks(n_keys, 2 * cores), progress)
     now = datetime.now(timezone.utc)
     fn = score_udf(
         cfg, horizon, at, 0, "", "forecast", now, schema.fieldNames(),
-        None if lazy else tracker.counters,
+        None if lazy else tracker.counters, missing=_missing_bytes,
     )  # fmt: skip
     out = forecast_stage(chosen, future, cfg, fn, schema, 2 * cores, n_keys)
     out = out.where(F.col("ds").isNotNull() | F.col(ERROR).isNotNull()).select(
@@ -326,16 +343,19 @@ def _forecast_pandas(
     at: pd.Timestamp | None,
     progress: ProgressCallback | None,
 ) -> pd.DataFrame:
-    from manymodels.models import loads
-
     keys, regs = list(cfg.data.keys), list(cfg.data.regressors)
     _require_columns(
         list(models.columns),
         [*keys, "status", "trained_at", "origin_run_id", "model", "model_sha256"],
         "the models frame (ledger rows from manymodels.fit or gold.model_ledger)",
     )
-    ok = models[(models["status"] == "ok") & models["model"].notna()].sort_values("trained_at")
-    ok = ok.drop_duplicates(keys, keep="last")
+    ok = models[models["status"] == "ok"]
+    # bytes by (origin run, sha256): each distinct model loaded once, whichever row holds it
+    held = ok[["origin_run_id", "model_sha256", "model"]].rename(
+        columns={"origin_run_id": "run_id"}
+    )
+    loaded = CallModels.of(held, keys, _missing_bytes)
+    ok = ok.sort_values("trained_at").drop_duplicates(keys, keep="last")
     future = pd.DataFrame(columns=[*keys, "ds", *regs])
     if df is not None and regs:
         _require_columns(list(df.columns), [*keys, cfg.data.time_col, *regs], "the future frame")
@@ -350,7 +370,7 @@ def _forecast_pandas(
     for row in ok.to_dict("records"):
         key = tuple(row[k] for k in keys)
         try:
-            model = loads(row["model"], row["model_sha256"])
+            model = loaded.get({**row, "run_id": row["origin_run_id"]})
             out, _ = forecast_window(model, by_key.get(key, future.iloc[:0]), cfg, horizon, at)
             out["error"] = None
         except Exception as exc:  # one key's failure is reported in its row, never raised

@@ -209,7 +209,7 @@ def score(
     with registry.job_run(cfg, "score", tags=tags, params=params) as run:
         scored_at = datetime.now(timezone.utc)
         models = models_frame(spark, store, cfg, manifest, silver_keys)
-        future = future_frame(spark, store, cfg, models.select(*keys))
+        future = future_frame(spark, store, cfg, models.keys.select(*keys))
         schema = output_schema([f for f in silver_keys.schema.fields])
         n_tasks = 2 * default_parallelism(spark)
         tracker = StageProgress(
@@ -245,7 +245,7 @@ def score(
         n_failed = failures.count()
         tracker.finish(len(manifest) - n_failed, n_failed)
         n_keys = len(manifest)
-        no_model = silver_keys.join(models.select(*keys), keys, "left_anti")
+        no_model = silver_keys.join(models.keys.select(*keys), keys, "left_anti")
         n_no_model = no_model.count()
         examples = [", ".join(f"{k}={r[k]}" for k in keys) for r in no_model.limit(3).collect()]
         if n_no_model:

@@ -1,12 +1,17 @@
-"""The scoring cogroup: its two inputs (each key's model bytes, its future regressor rows),
-one key's forecast over the wanted window, and the function that runs it for the keys of one
-Spark call group. ``manymodels.score`` is the step that wires them to the tables."""
+"""The scoring cogroup: its two inputs (each key's model, its future regressor rows), one
+key's forecast over the wanted window, and the function that runs it for the keys of one Spark
+call group. ``manymodels.score`` is the step that wires them to the tables.
+
+A model is found by (run_id, model_sha256), not by key: a group model (the pooled family)
+serves many keys from one blob. Each call carries its keys' rows and, on one row per distinct
+(run_id, model_sha256) among them, that model's bytes: a group's blob travels once per call,
+never once per series, and is deserialized once per call."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pandas as pd
 
@@ -24,15 +29,20 @@ if TYPE_CHECKING:
     from manymodels.tables import TableStore
 
 __all__ = [
+    "CallModels",
+    "SetModels",
     "forecast_stage",
     "forecast_window",
     "future_frame",
     "load_verified",
     "models_frame",
+    "models_side",
+    "no_bytes",
     "output_schema",
     "predict_partition",
     "score_tasks",
     "score_udf",
+    "series_model",
 ]
 
 LEDGER_TABLE = "model_ledger"
@@ -45,22 +55,86 @@ LAST_DS, BEHIND, ERROR = "_last_ds", "_behind", "_error"
 INTEGRITY_PREFIX = f"{IntegrityError.__name__}: "
 
 
-def load_verified(row: Mapping[str, Any]) -> Forecaster:
-    """The model of a ``models_frame`` row, its bytes checked against the registered sha256.
+def load_verified(row: Mapping[str, Any]) -> Any:
+    """The model of a row's bytes (``model``), checked against the registered sha256 first.
 
-    ``model_sha256`` is the registered version's manifest value (``models_frame`` joins the
-    ledger on it); a row with no bytes is a key whose ledger row with that sha256 is gone or
-    was altered. Every failure to verify or to accept the bytes is an :class:`IntegrityError`.
+    ``model_sha256`` is the registered version's manifest value; a row with no bytes is a key
+    whose ledger row with that (run_id, sha256) is gone or was altered. Every failure to
+    verify or to accept the bytes is an :class:`IntegrityError`. The model is a per-key model
+    or a group model (``series_model`` gives a key's forecaster either way).
     """
-    from manymodels.models import loads
+    from manymodels.models import loads_any
 
     if row.get("model") is None:
-        raise IntegrityError(
-            f"gold.model_ledger holds no model bytes with the registered sha256 "
-            f"{str(row.get('model_sha256'))[:12]}... for run {row.get('run_id')}: the ledger row "
-            "was removed or altered after registration; retrain and promote the key"
+        raise no_bytes(str(row.get("run_id")), str(row.get("model_sha256")))
+    return loads_any(row["model"], row["model_sha256"])
+
+
+def no_bytes(run_id: str, sha256: str) -> IntegrityError:
+    """The error of a registered key whose (run, sha256) has no bytes in the ledger."""
+    return IntegrityError(
+        f"gold.model_ledger holds no model bytes with the registered sha256 {sha256[:12]}... "
+        f"for run {run_id}: the ledger row was removed or altered after registration; retrain "
+        "and promote the key"
+    )
+
+
+def series_model(model: Any, key: Mapping[str, Any]) -> Forecaster:
+    """The forecaster of the series ``key`` (column -> value): a group model's view of it
+    (``for_series``; DataError when it does not serve that series), else the model itself."""
+    view = getattr(model, "for_series", None)
+    return view(key) if callable(view) else model
+
+
+class CallModels:
+    """The models of one call: bytes by (run_id, model_sha256), each distinct sha256
+    deserialized once (a group model's series share it), each key served its own forecaster.
+
+    ``missing(run_id, sha256)`` is the error of a key whose (run, sha) has no bytes (default:
+    ``no_bytes``, an IntegrityError). A failure to load is remembered for its (run, sha).
+    """
+
+    def __init__(
+        self,
+        blobs: Mapping[tuple[str, str], Any],
+        keys: Sequence[str],
+        missing: Any = None,
+    ) -> None:
+        self.blobs = dict(blobs)
+        self.keys = list(keys)
+        self.missing = missing
+        self.loads = 0
+        self._models: dict[str, Any] = {}
+        self._failed: dict[tuple[str, str], Exception] = {}
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame, keys: Sequence[str], missing: Any = None) -> CallModels:
+        """From rows with ``run_id``, ``model_sha256`` and ``model`` (null on most of them)."""
+        held = rows[rows["model"].notna()]
+        runs, shas = held["run_id"].astype(str), held["model_sha256"].astype(str)
+        return cls(
+            dict(zip(zip(runs, shas, strict=True), held["model"], strict=True)), keys, missing
         )
-    return loads(row["model"], row["model_sha256"])
+
+    def get(self, row: Mapping[Any, Any]) -> Forecaster:
+        """The forecaster of ``row``'s key (its keys, ``run_id`` and ``model_sha256``)."""
+        run, sha = str(row["run_id"]), str(row["model_sha256"])
+        blob = self.blobs.get((run, sha))
+        if blob is None:
+            raise (self.missing or no_bytes)(run, sha)
+        model = self._models.get(sha)  # a verified sha256 is the same model in any run
+        if model is None:
+            failed = self._failed.get((run, sha))
+            if failed is not None:
+                raise failed.with_traceback(None)
+            try:
+                model = load_verified({"run_id": run, "model_sha256": sha, "model": blob})
+            except Exception as exc:
+                self._failed[(run, sha)] = exc
+                raise
+            self.loads += 1
+            self._models[sha] = model
+        return series_model(model, {k: row[k] for k in self.keys})
 
 
 def forecast_window(
@@ -109,9 +183,12 @@ def predict_partition(
     (ds, yhat, yhat_lower, yhat_upper) for the ``horizon`` periods after ``origin`` (default:
     the key's last observation). See ``forecast_window`` for keys that end before or after it.
 
-    The model bytes are checked against ``model_sha256`` before they are deserialized.
+    The model bytes are checked against ``model_sha256`` before they are deserialized; a
+    group model forecasts the row's own series (its key columns, ``cfg.data.keys``).
     """
     model = load_verified(model_row)
+    if hasattr(model, "for_series"):
+        model = series_model(model, {k: model_row[k] for k in cfg.data.keys})
     at = None if origin is None else pd.Timestamp(origin)
     return forecast_window(model, future, cfg, horizon, at)[0]
 
@@ -149,19 +226,24 @@ def score_udf(
     scored_at: datetime,
     columns: list[str],
     counters: tuple[Any, Any] | None = None,
+    *,
+    missing: Any = None,
 ) -> Any:
     """The cogroup function: the models of one call group and their keys' future rows.
 
-    Each key yields its forecast rows, or one row with ``ds`` null when none of the wanted
-    dates lies after its history end, or one row with the error; every row carries the key's
-    history end and periods behind the origin for the staleness report. ``counters`` are the
-    classic-Spark progress accumulators (keys done, keys failed; None on Spark Connect).
+    The models side holds one row per key (keys, ``run_id``, ``model_sha256``), the bytes
+    ``model`` on one of them per distinct model (``models_side``). Each key yields its
+    forecast rows, or one row with ``ds`` null when none of the wanted dates lies after its
+    history end, or one row with the error; every row carries the key's history end and
+    periods behind the origin for the staleness report. ``counters`` are the classic-Spark
+    progress accumulators (keys done, keys failed; None on Spark Connect); ``missing`` makes
+    the error of a key whose model has no bytes (``CallModels``).
     """
     keys = list(cfg.data.keys)
 
-    def score_key(row: Mapping[str, Any], future: pd.DataFrame) -> pd.DataFrame:
+    def score_key(row: Mapping[str, Any], models: CallModels, future: pd.DataFrame) -> pd.DataFrame:
         try:
-            model = load_verified(row)
+            model = models.get(row)
             out, behind = forecast_window(model, future, cfg, horizon, origin)
             if out.empty:  # ends past the wanted window: nothing to write, still reported
                 out = pd.DataFrame({c: [None if c == "ds" else float("nan")] for c in _OUT})
@@ -192,9 +274,10 @@ def score_udf(
             for k, part in future.groupby(keys, sort=False, dropna=False)
         }
         none = future.iloc[:0]
+        loaded = CallModels.of(models, keys, missing)  # each distinct model of the call loaded once
+        rows = models.drop(columns="model").to_dict("records")
         parts = [
-            score_key(row, by_key.get(tuple(row[k] for k in keys), none))
-            for row in models.to_dict("records")
+            score_key(row, loaded, by_key.get(tuple(row[k] for k in keys), none)) for row in rows
         ]
         out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
         out[BEHIND] = out[BEHIND].astype("Int64")
@@ -207,8 +290,17 @@ def score_udf(
     return score_group
 
 
+class SetModels(NamedTuple):
+    """The models to forecast with, as two lazy Spark frames: ``keys``, one row per key
+    (keys, ``run_id``, ``model_sha256``), and ``blobs``, the bytes of each distinct model
+    (``run_id``, ``model_sha256``, ``model``: one row per pair)."""
+
+    keys: SparkDataFrame
+    blobs: SparkDataFrame
+
+
 def forecast_stage(
-    models: SparkDataFrame,
+    models: SetModels,
     future: SparkDataFrame,
     cfg: Config,
     fn: Any,
@@ -216,11 +308,12 @@ def forecast_stage(
     n_tasks: int,
     n_keys: int,
 ) -> SparkDataFrame:
-    """The lazy cogroup of each key's model row (``n_keys`` of them) with its future rows
+    """The lazy cogroup of each key's model (``n_keys`` of them) with its future rows
     through ``fn``.
 
-    Keys go to Python a few dozen per call (``score.keys_per_call``): Spark's fixed cost per
-    group is paid once per call, while each key is still forecast alone. ``n_tasks`` tasks
+    Keys go to Python a few dozen per call (``score.keys_per_call``), spread over the calls
+    by a hash of the keys (a group model's many series over many calls): Spark's fixed cost
+    per group is paid once per call, while each key is still forecast alone. ``n_tasks`` tasks
     share the calls; an explicit ``repartition`` keeps adaptive execution from packing them.
     """
     from pyspark.sql import functions as F
@@ -229,13 +322,35 @@ def forecast_stage(
     n_tasks = score_tasks(n_keys, n_tasks)
     n_calls = max(n_tasks, -(-n_keys // max(1, cfg.score.keys_per_call)))
     call = F.pmod(F.xxhash64(*keys), F.lit(n_calls)).alias(CALL)
+    side = models_side(models, keys, call)
     return (
-        models.select("*", call)
-        .repartition(n_tasks, CALL)
+        side.repartition(n_tasks, CALL)
         .groupBy(CALL)
         .cogroup(future.select("*", call).groupBy(CALL))
         .applyInPandas(fn, schema=schema)
     )
+
+
+def models_side(models: SetModels, keys: list[str], call: Any) -> SparkDataFrame:
+    """Each key's row with its ``call`` column; the first key (by key order) of each
+    (call, run_id, model_sha256) carries that model's bytes, every other row null.
+
+    Bytes are matched on (run_id, model_sha256) only: a group model's series find the one
+    blob of their run, copied once per call that holds some of them. A key whose pair has no
+    bytes has none on any row (an integrity failure at scoring).
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    pair = ["run_id", "model_sha256"]
+    first = Window.partitionBy(CALL, *pair).orderBy(*keys)
+    rows = models.keys.select(*keys, *pair, call).withColumn(
+        "_first", F.row_number().over(first) == 1
+    )
+    blobs = models.blobs.select(*pair, "model").dropDuplicates(pair)
+    holders = rows.where(F.col("_first")).join(blobs, pair, "left")
+    others = rows.where(~F.col("_first")).withColumn("model", F.lit(None).cast("binary"))
+    return holders.unionByName(others).drop("_first")
 
 
 def score_tasks(n_keys: int, wanted: int) -> int:
@@ -249,14 +364,17 @@ def models_frame(
     cfg: Config,
     manifest: pd.DataFrame,
     silver_keys: Any,
-) -> SparkDataFrame:
-    """The set's keys with their model bytes, joined from the ledger on the executors.
+) -> SetModels:
+    """The set's keys (typed as silver's) and the bytes of their runs' models, read from the
+    ledger on the executors.
 
-    The join is on the keys, the run and the **manifest's** ``model_sha256`` (the registered
-    version's, immutable in MLflow), so the ``model_sha256`` each row carries is the registered
-    one and the bytes are verified against it, never against the ledger's column alone. A key
-    whose ledger row was removed, or whose ``model_sha256`` column was changed, gets null bytes
-    (an integrity failure at scoring).
+    The keys carry the **manifest's** ``run_id`` and ``model_sha256`` (the registered
+    version's, immutable in MLflow) and ``forecast_stage`` matches bytes on exactly that pair,
+    so the bytes are verified against the registered sha256, never against the ledger's column
+    alone. A key whose ledger bytes were removed, or whose ``model_sha256`` column was changed,
+    finds no bytes (an integrity failure at scoring). A carried-over row and a group model's
+    non-holding series have no bytes of their own: the row of their origin run with the same
+    sha256 holds them.
     """
     from pyspark.sql import functions as F
 
@@ -275,18 +393,15 @@ def models_frame(
         where={"run_id": runs, "origin_run_id": runs, "status": "ok"},
     )
     run = F.col("origin_run_id").alias("run_id")
-    # a carried-over row has no bytes: its origin run's row (same run id and sha256) has them
-    ledger = rows.where(F.col("model").isNotNull()).select(*keys, run, "model_sha256", "model")
+    blobs = rows.where(F.col("model").isNotNull()).select(run, "model_sha256", "model")
     if "baseline_model" in rows.columns:  # keys that promotion serves by their baseline
         baselines = rows.where(F.col("baseline_model").isNotNull()).select(
-            *keys,
             run,
             F.col("baseline_model_sha256").alias("model_sha256"),
             F.col("baseline_model").alias("model"),
         )
-        ledger = ledger.unionByName(baselines)
-    ledger = ledger.dropDuplicates([*keys, "run_id", "model_sha256"])
-    return man.join(ledger, [*keys, "run_id", "model_sha256"], "left")
+        blobs = blobs.unionByName(baselines)
+    return SetModels(man, blobs)
 
 
 def future_frame(
