@@ -73,7 +73,8 @@ FAILURES_TABLE = "score_failures"
 #: Each scoring job's raw output (forecasts, errors, staleness) of its last run.
 OUTPUT_TABLE = "score_output"
 SILVER_TABLE = "sales"
-#: Rows of the stale-key tables logged to the scoring run (the largest staleness first).
+#: Rows of the key tables logged to the scoring run (stale keys: the largest staleness first;
+#: keys without a model: by key).
 _TABLE_ROWS = 10_000
 
 
@@ -245,9 +246,7 @@ def score(
         n_failed = failures.count()
         tracker.finish(len(manifest) - n_failed, n_failed)
         n_keys = len(manifest)
-        no_model = silver_keys.join(models.keys.select(*keys), keys, "left_anti")
-        n_no_model = no_model.count()
-        examples = [", ".join(f"{k}={r[k]}" for k in keys) for r in no_model.limit(3).collect()]
+        n_no_model, examples = _keys_without_model(silver_keys, models.keys, keys, run)
         if n_no_model:
             log.warning(
                 "%s keys in silver.sales have no model in version %s (e.g. %s)",
@@ -255,7 +254,6 @@ def score(
                 model_set.version,
                 "; ".join(examples),
             )
-            run.log_table(to_pandas(no_model), "keys_without_model")
         store.replace_where(store.ref("gold", FAILURES_TABLE), failures, {"scoring_job": job})
         if n_failed:
             run.log_table(to_pandas(failures), "failures")
@@ -304,6 +302,24 @@ def score(
         )
     log.debug(result.summary())
     return result
+
+
+def _keys_without_model(
+    silver_keys: SparkDataFrame, model_keys: SparkDataFrame, keys: list[str], run: JobRun
+) -> tuple[int, list[str]]:
+    """How many keys of silver have no model in the set, and three of them; their table (the
+    first ``_TABLE_ROWS`` by key) is logged to the scoring run.
+
+    One pass over silver: the anti join's rows are collected once (up to ``_TABLE_ROWS``) and
+    the count and examples come from them; only a longer list costs a second pass to count.
+    """
+    no_model = silver_keys.join(model_keys.select(*keys), keys, "left_anti")
+    table = to_pandas(no_model.orderBy(*keys).limit(_TABLE_ROWS))
+    n = len(table) if len(table) < _TABLE_ROWS else no_model.count()
+    if n:
+        run.log_table(table, "keys_without_model")
+    examples = [", ".join(f"{k}={r[k]}" for k in keys) for r in table.head(3).to_dict("records")]
+    return n, examples
 
 
 def _check_integrity(failures: SparkDataFrame, keys: list[str], version: int) -> None:

@@ -59,6 +59,9 @@ def test_every_series_of_a_group_is_scored_on_its_own_dates(groups, spark):
     assert (result.keys_scored, result.keys_failed) == (len(GROUP) + len(SINGLE), 0)
     assert result.rows == HORIZON * (len(GROUP) + len(SINGLE))
     assert (result.keys_without_model, result.examples_without_model) == (1, ["store=2, item=3"])
+    client = registry._client(cfg)
+    table = client.download_artifacts(result.run_id, "keys_without_model.parquet")
+    assert pd.read_parquet(table).to_dict("records") == [{"store": 2, "item": 3}]
     store = open_store(cfg)
     preds = store.read_pandas(store.ref("gold", "predictions"))
     assert set(zip(preds["store"], preds["item"], strict=True)) == set(GROUP + SINGLE)
