@@ -48,7 +48,11 @@ def run_rows(cfg, run_id: str) -> pd.DataFrame:
     return out[out["run_id"] == run_id].reset_index(drop=True)
 
 
-@pytest.mark.parametrize("partition_by", ["[store]", "[]"])
+# Under Spark Connect: one granularity and the incremental run (the Spark code of the fit
+# stage and of the carry-over); the rest is the same pandas and driver code, run once.
+@pytest.mark.parametrize(
+    "partition_by", ["[store]", pytest.param("[]", marks=pytest.mark.classic_only)]
+)
 def test_a_pooled_model_per_partition_serves_the_series_that_chose_it(
     make_cfg, spark, demand, partition_by
 ):
@@ -105,6 +109,7 @@ def test_incremental_refits_a_partition_whole_when_one_of_its_series_changed(
     assert out["yhat"].notna().all()
 
 
+@pytest.mark.classic_only
 def test_a_partition_over_max_group_rows_stops_before_any_fit_named(make_cfg, spark, demand):
     cfg = make(make_cfg, "train.partition_by=[store]", f"train.max_group_rows={N_ITEMS * DAYS - 1}")
     write_silver(cfg, demand)
@@ -114,6 +119,7 @@ def test_a_partition_over_max_group_rows_stops_before_any_fit_named(make_cfg, sp
     assert not store.exists(store.ref("gold", "model_ledger"))
 
 
+@pytest.mark.classic_only
 def test_partition_by_is_checked_against_the_keys_and_the_families(make_cfg):
     with pytest.raises(ConfigError, match=r"not among data\.keys"):
         make(make_cfg, "train.partition_by=[region]")
@@ -126,6 +132,7 @@ def test_partition_by_is_checked_against_the_keys_and_the_families(make_cfg):
         check_families(make(make_cfg, "train.params={pooled_lgbm: {horizon: 3}}"))
 
 
+@pytest.mark.classic_only
 def test_promotion_mixes_granularities_and_backtests_a_pooled_champion(make_cfg, spark, demand):
     cfg = make(make_cfg, "train.partition_by=[store]", "promote.must_beat_baseline=false")
     frame = demand.copy()
