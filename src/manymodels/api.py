@@ -35,8 +35,9 @@ import pandas as pd
 from manymodels.clean import clean_frame
 from manymodels.config import Config, load_config
 from manymodels.errors import DataError
-from manymodels.fitting import fit_stage, n_fit_tasks
-from manymodels.partition import check_families, fit_partition, ledger_columns
+from manymodels.fitting import fit_stage, plan_groups
+from manymodels.groups import fit_group, pooled_family
+from manymodels.partition import check_families, ledger_columns
 from manymodels.periods import ISO_DATES
 from manymodels.progress import Progress, ProgressCallback, StageProgress, log_progress
 from manymodels.score_udf import (
@@ -187,9 +188,7 @@ def _fit_spark(
         raise DataError("the DataFrame has no rows to fit")
     spark = df.sparkSession
     cores = default_parallelism(spark)
-    tracker = StageProgress(
-        spark, "fit", len(counts), n_fit_tasks(cfg, len(counts), cores), progress
-    )
+    tracker = StageProgress(spark, "fit", len(counts), plan_groups(cfg, counts, cores)[1], progress)
     stage = fit_stage(
         cfg,
         data,
@@ -229,13 +228,18 @@ def _fit_pandas(
     if silver is None or silver.empty:
         raise DataError(f"no usable rows in the DataFrame: {result.reasons}")
     report = progress or log_progress
-    groups = silver.groupby(keys, sort=True, dropna=False)
-    total, trained_at, started = groups.ngroups, datetime.now(timezone.utc), time.perf_counter()
-    rows, failed, last = [], 0, started
-    for _, part in groups:
-        row = fit_partition(part.reset_index(drop=True), cfg, run_id, trained_at)
-        failed += int(row["status"].iloc[0] == "failed")
-        rows.append(row)
+    by = cfg.train.group_columns(keys) if pooled_family(cfg) is not None else keys
+    series = [p.reset_index(drop=True) for _, p in silver.groupby(keys, sort=True, dropna=False)]
+    partitions: dict[Any, list[pd.DataFrame]] = {}  # a model partition is fitted whole
+    for part in series:
+        partitions.setdefault(tuple(part[c].iloc[0] for c in by), []).append(part)
+    total, trained_at, started = len(series), datetime.now(timezone.utc), time.perf_counter()
+    rows: list[pd.DataFrame] = []
+    failed, last = 0, started
+    for members in partitions.values():
+        for row in fit_group(members, cfg, run_id, trained_at):
+            failed += int(row["status"].iloc[0] == "failed")
+            rows.append(row)
         if time.perf_counter() - last >= 10.0:
             last = time.perf_counter()
             report(Progress("fit", len(rows), total, failed, last - started))
