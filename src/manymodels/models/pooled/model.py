@@ -358,12 +358,14 @@ class SeriesView:
     def __init__(self, model: PooledForecaster, key: dict[str, Any]) -> None:
         self.model, self.key = model, key
         self.family, self.spec = model.family, model.spec
+        _, tail, _ = model._fitted()
+        code = int(series_codes(pd.DataFrame([key]), tail.series)[0])
+        # this series' last period, found once (scoring asks for it per key of a large group)
+        self._last = pd.Timestamp(dates_at(tail, tail.last[[code]], model.spec)[0])
 
     @property
     def last_ds(self) -> pd.Timestamp:
-        rows = self.model.series
-        hit = series_codes(pd.DataFrame([self.key]), rows[list(self.model.keys)])[0]
-        return pd.Timestamp(rows["last_ds"].iloc[hit])
+        return self._last
 
     def predict(self, future: pd.DataFrame) -> pd.DataFrame:
         """ds, yhat, yhat_lower, yhat_upper for each row of ``future`` (same order and index)."""
