@@ -304,7 +304,7 @@ def _run_group(task: tuple[Any, pd.Timestamp, list[tuple[Any, ...]]]) -> list[di
 
 def _forecast_model(model: Any, key: tuple[Any, ...], cfg: Any, origin: pd.Timestamp) -> Any:
     """A loaded model's forecast of the key's wanted dates, from the train end."""
-    from manymodels.score_udf import forecast_window
+    from manymodels.forecast_key import forecast_window
 
     wanted, freq = _STATE["wanted"][key], cfg.data.freq
     future = _STATE["future"].get(key, _STATE["no_future"])

@@ -214,7 +214,7 @@ def test_no_model_loading_code_uses_pickle() -> None:
 
 
 def test_scoring_refuses_bytes_that_differ_from_the_registered_sha256(tree_model: Any) -> None:
-    from manymodels.score_udf import INTEGRITY_PREFIX, load_verified
+    from manymodels.forecast_key import INTEGRITY_PREFIX, load_verified
 
     blob = dumps(tree_model)
     row = {"model": blob, "model_sha256": sha256_hex(blob), "run_id": "r1"}

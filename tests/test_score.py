@@ -305,7 +305,8 @@ def test_a_call_loads_a_group_model_once_and_forecasts_each_series_on_its_own_da
     from pyspark.sql import types as T
 
     import manymodels.models as models_pkg
-    from manymodels.score_udf import INTEGRITY_PREFIX, output_schema, score_udf
+    from manymodels.forecast_key import INTEGRITY_PREFIX
+    from manymodels.score_udf import output_schema, score_udf
 
     cfg = make_cfg("train.families=[ridge]", "train.horizon=7")
     ledger, model, _ = group_ledger(cfg)

@@ -36,16 +36,15 @@ from manymodels.clean import clean_frame
 from manymodels.config import Config, load_config
 from manymodels.errors import DataError
 from manymodels.fitting import fit_stage, plan_groups
+from manymodels.forecast_key import CallModels, forecast_window
 from manymodels.groups import fit_group, pooled_family
 from manymodels.partition import check_families, ledger_columns
 from manymodels.periods import ISO_DATES
 from manymodels.progress import Progress, ProgressCallback, StageProgress, log_progress
 from manymodels.score_udf import (
     ERROR,
-    CallModels,
     SetModels,
     forecast_stage,
-    forecast_window,
     output_schema,
     score_tasks,
     score_udf,

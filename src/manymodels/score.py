@@ -38,19 +38,18 @@ import pandas as pd
 
 from manymodels.config import Config
 from manymodels.errors import ConfigError, IntegrityError, ModelError, ThresholdError
+from manymodels.forecast_key import INTEGRITY_PREFIX, predict_partition
 from manymodels.locking import exclusive
 from manymodels.periods import grid_neighbours, on_grid
 from manymodels.progress import ProgressCallback, StageProgress
 from manymodels.score_udf import (
     BEHIND,
     ERROR,
-    INTEGRITY_PREFIX,
     LAST_DS,
     forecast_stage,
     future_frame,
     models_frame,
     output_schema,
-    predict_partition,
     score_tasks,
     score_udf,
 )
