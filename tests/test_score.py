@@ -300,11 +300,13 @@ def own_dates(last: Any, n: int) -> list[pd.Timestamp]:
 def test_a_call_loads_a_group_model_once_and_forecasts_each_series_on_its_own_dates(
     make_cfg, monkeypatch
 ):
+    from collections import OrderedDict
     from datetime import datetime, timezone
 
     from pyspark.sql import types as T
 
     import manymodels.models as models_pkg
+    from manymodels import forecast_key
     from manymodels.forecast_key import INTEGRITY_PREFIX
     from manymodels.score_udf import output_schema, score_udf
 
@@ -318,6 +320,7 @@ def test_a_call_loads_a_group_model_once_and_forecasts_each_series_on_its_own_da
         return real(blob, sha256)
 
     monkeypatch.setattr(models_pkg, "loads_any", counting)
+    monkeypatch.setattr(forecast_key, "_GROUPS", OrderedDict())  # this worker loaded none yet
     fields = [T.StructField(k, T.LongType()) for k in KEYS]
     columns = output_schema(fields).fieldNames()
     fn = score_udf(cfg, 7, None, 1, "s1", "batch", datetime.now(timezone.utc), columns)
@@ -344,6 +347,12 @@ def test_a_call_loads_a_group_model_once_and_forecasts_each_series_on_its_own_da
     gone = out[out["store"] == 3]
     assert len(gone) == 1 and gone["_error"].iloc[0].startswith(INTEGRITY_PREFIX)
     assert "no model bytes with the registered sha256 000000000000" in gone["_error"].iloc[0]
+
+    # the next call in this Python worker (Spark reuses it) parses the group model no more,
+    # once its bytes hash to the registered sha256
+    loads.clear()
+    again = fn(side, no_future)
+    assert loads.count(group_sha) == 0 and again["_error"].notna().sum() == 1
 
     # the holder's bytes altered: every series of the group fails verification, loaded once
     loads.clear()

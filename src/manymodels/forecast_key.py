@@ -5,6 +5,7 @@ DataFrame API run these per key."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -106,11 +107,14 @@ class CallModels:
             if failed is not None:
                 raise failed.with_traceback(None)
             try:
-                model = load_verified({"run_id": run, "model_sha256": sha, "model": blob})
+                model = _worker_group(blob, sha)
+                if model is None:
+                    model = load_verified({"run_id": run, "model_sha256": sha, "model": blob})
+                    self.loads += 1
+                    _keep_group(model, sha)
             except Exception as exc:
                 self._failed[(run, sha)] = exc
                 raise
-            self.loads += 1
             self._models[sha] = model
         return series_model(model, {k: row[k] for k in self.keys})
 
@@ -169,3 +173,30 @@ def predict_partition(
         model = series_model(model, {k: model_row[k] for k in cfg.data.keys})
     at = None if origin is None else pd.Timestamp(origin)
     return forecast_window(model, future, cfg, horizon, at)[0]
+
+
+#: Group models this Python process loaded, by sha256 (a few: each can be large). Spark reuses
+#: a Python worker for the calls and tasks that follow, so a group whose series are spread
+#: over many calls is parsed once per worker, not once per call.
+_GROUPS: OrderedDict[str, Any] = OrderedDict()
+_GROUPS_KEPT = 2
+
+
+def _worker_group(blob: bytes, sha256: str) -> Any:
+    """This worker's group model of ``sha256``, if it has one and ``blob`` hashes to it (the
+    bytes of every call are still verified: a cached model never serves altered bytes)."""
+    from manymodels.models import sha256_hex
+
+    model = _GROUPS.get(sha256)
+    if model is None or sha256_hex(bytes(blob)) != sha256:
+        return None
+    _GROUPS.move_to_end(sha256)
+    return model
+
+
+def _keep_group(model: Any, sha256: str) -> None:
+    if not callable(getattr(model, "for_series", None)):
+        return  # a per-series model is used by one key only
+    _GROUPS[sha256] = model
+    while len(_GROUPS) > _GROUPS_KEPT:
+        _GROUPS.popitem(last=False)
