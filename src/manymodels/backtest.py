@@ -39,7 +39,18 @@ _FloatArray = npt.NDArray[np.float64]
 def _array(values: Any) -> _FloatArray:
     if values is None:
         return np.empty(0)
-    return np.asarray(pd.to_numeric(pd.Series(np.asarray(values).ravel()), errors="coerce"), "f8")
+    raw = np.asarray(values).ravel()
+    if raw.dtype.kind in "fiub":  # already numbers (the usual case): no coercion needed
+        return raw.astype("f8", copy=False)
+    return np.asarray(pd.to_numeric(pd.Series(raw), errors="coerce"), "f8")
+
+
+def _target(y: pd.Series) -> Callable[[int, int], _FloatArray]:
+    """Rows ``a:b`` of a target column as floats, anything not a number as NaN."""
+    if isinstance(y.dtype, np.dtype) and y.dtype.kind in "fiub":  # numbers: converted once
+        values = y.to_numpy(dtype="float64")
+        return lambda a, b: values[a:b]
+    return lambda a, b: pd.to_numeric(y.iloc[a:b], errors="coerce").to_numpy(dtype="float64")
 
 
 def _mase_scale(y_train: _FloatArray, season_length: int) -> float:
@@ -151,35 +162,38 @@ def backtest(
     """
     probe = make()
     spec = probe.spec
-    frame = history.sort_values("ds", kind="stable").reset_index(drop=True)
+    frame = history
+    if not frame["ds"].is_monotonic_increasing:  # a stable sort of sorted rows is a no-op
+        frame = history.sort_values("ds", kind="stable").reset_index(drop=True)
     windows = rolling_origin(len(frame), horizon, n_windows, step, min_train=probe.min_obs())
-    columns = ["ds", *spec.regressors]
-    parts = []
+    # the columns a test row shows the model (never y), sliced per window
+    known = {c: frame[c].to_numpy() for c in ("ds", *spec.regressors) if c in frame.columns}
+    target = _target(frame["y"])
+    predicted: dict[str, list[_FloatArray]] = {c: [] for c in ("yhat", "yhat_lower", "yhat_upper")}
     for w, (train_end, test_end) in enumerate(windows):
         model = probe if w == 0 else make()
         model.fit(frame.iloc[:train_end])
-        test = frame.iloc[train_end:test_end]
-        pred = model.predict(test[[c for c in columns if c in test.columns]])
-        parts.append(
-            pd.DataFrame(
-                {
-                    "ds": test["ds"].to_numpy(),
-                    "y": pd.to_numeric(test["y"], errors="coerce").to_numpy(dtype="float64"),
-                    "yhat": pred["yhat"].to_numpy(),
-                    "yhat_lower": pred["yhat_lower"].to_numpy(),
-                    "yhat_upper": pred["yhat_upper"].to_numpy(),
-                    "window": w,
-                }
-            )
+        test = pd.DataFrame(
+            {c: values[train_end:test_end] for c, values in known.items()},
+            index=frame.index[train_end:test_end],
+            copy=False,
         )
-    predictions = pd.concat(parts, ignore_index=True)
-    y_train = pd.to_numeric(frame["y"].iloc[: windows[0][0]], errors="coerce")
+        pred = model.predict(test)
+        for col, parts in predicted.items():
+            parts.append(pred[col].to_numpy())
+    out = {
+        "ds": np.concatenate([known["ds"][a:b] for a, b in windows]),
+        "y": np.concatenate([target(a, b) for a, b in windows]),
+        **{col: np.concatenate(parts) for col, parts in predicted.items()},
+    }
     metrics = compute_metrics(
-        predictions["y"],
-        predictions["yhat"],
-        predictions["yhat_lower"],
-        predictions["yhat_upper"],
-        y_train.to_numpy(dtype="float64"),
+        out["y"],
+        out["yhat"],
+        out["yhat_lower"],
+        out["yhat_upper"],
+        target(0, windows[0][0]),
         spec.season_length,
     )
-    return BacktestResult(metrics=metrics, predictions=predictions)
+    sizes = [b - a for a, b in windows]
+    out["window"] = np.repeat(np.arange(len(windows), dtype="int64"), sizes)
+    return BacktestResult(metrics=metrics, predictions=pd.DataFrame(out, copy=False))
