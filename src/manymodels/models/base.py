@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from manymodels.errors import ConfigError, DataError, ModelError
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["FAMILIES", "Forecaster", "get_family", "register"]
 
 log = logging.getLogger(__name__)
+
+_NS = np.dtype("datetime64[ns]")
 
 
 def _plain(value: Any) -> Any:
@@ -119,8 +122,8 @@ class Forecaster(ABC):
 
     def fit(self, history: pd.DataFrame) -> Self:
         """Fit on ``history`` (ds, y, regressors) and return self."""
-        frame = self._prepare_history(history)
-        y = frame["y"].to_numpy()
+        columns = self._history_columns(history)
+        y = columns["y"]
         observed = y[np.isfinite(y)]
         need = self.min_obs()
         if observed.size < need:
@@ -135,15 +138,15 @@ class Forecaster(ABC):
                 f"{int((observed < 0).sum())} negative values; clip or shift y, or use "
                 "another family"
             )
-        self._last_ds = pd.Timestamp(frame["ds"].iloc[-1])
+        self._last_ds = pd.Timestamp(columns["ds"][-1])
         self.n_obs = int(observed.size)
         self._nonneg = bool((observed >= 0).all())
         kind = self.spec.transform if self.transformable else "none"
         self._transform = choose_transform(kind, y, self.spec.season_length)
         if self._transform.kind != "none":
-            frame["y"] = self._transform.forward(y)
+            columns["y"] = self._transform.forward(y)
         try:
-            self._fit(frame)
+            self._fit(_frame(columns))
         except BaseException:
             self._last_ds = None
             raise
@@ -154,22 +157,23 @@ class Forecaster(ABC):
         last = self.last_ds
         if "ds" not in future.columns:
             raise DataError("future frame has no 'ds' column; pass the dates to forecast as ds")
-        ds = _to_datetime(future["ds"], "future")
-        frame = pd.DataFrame({"ds": ds.to_numpy()})
+        ds = _to_datetime(future["ds"], "future").to_numpy()
+        columns = {"ds": ds.copy()}
         for name in self.spec.regressors:
             fill = self._reg_fill[name]
             option = self.spec.option(name)
             if name in future.columns and option.future:  # others: held at their last value
                 values = option.apply(_numeric(future[name]), name)
-                frame[name] = np.where(np.isnan(values), fill, values)
+                columns[name] = np.where(np.isnan(values), fill, values)
             else:
-                frame[name] = fill
-        if len(frame) == 0:
+                columns[name] = np.full(ds.size, fill, dtype="float64")
+        if ds.size == 0:
             empty = np.empty(0, dtype="float64")
             return pd.DataFrame(
-                {"ds": ds.to_numpy(), "yhat": empty, "yhat_lower": empty, "yhat_upper": empty},
+                {"ds": ds, "yhat": empty, "yhat_lower": empty, "yhat_upper": empty},
                 index=future.index,
             )
+        frame = _frame(columns)
         steps = self._steps(ds, last)
         order = np.argsort(steps, kind="stable")
         inverse = np.empty_like(order)
@@ -182,9 +186,10 @@ class Forecaster(ABC):
         yhat, lower, upper = self._finish(
             *(np.asarray(a, dtype="float64")[inverse] for a in (yhat, lower, upper))
         )
-        return pd.DataFrame(
-            {"ds": ds.to_numpy(), "yhat": yhat, "yhat_lower": lower, "yhat_upper": upper},
+        return pd.DataFrame(  # arrays of its own: ds copied above, the forecasts fresh
+            {"ds": columns["ds"], "yhat": yhat, "yhat_lower": lower, "yhat_upper": upper},
             index=future.index,
+            copy=False,
         )
 
     def _finish(self, yhat: FloatArray, lower: FloatArray, upper: FloatArray) -> Intervals:
@@ -220,19 +225,26 @@ class Forecaster(ABC):
 
     # ----------------------------------------------------------------- helpers
 
-    def _steps(self, ds: pd.Series, last: pd.Timestamp) -> IntArray:
-        """1-based periods ahead of the history end; DataError for past or off-grid dates."""
-        end = ds.max()
+    def _steps(self, ds: npt.NDArray[np.datetime64], last: pd.Timestamp) -> IntArray:
+        """1-based periods ahead of the history end; DataError for past or off-grid dates
+        (``ds`` as datetime64[ns])."""
+        stamps = ds.view("int64")
+        end = pd.Timestamp(ds.max())
         if end <= last:
             raise DataError(
                 f"future dates must come after the history end {last.date()}; "
-                f"got dates up to {pd.Timestamp(end).date()}"
+                f"got dates up to {end.date()}"
             )
-        grid = pd.date_range(last, end, freq=self.spec.offset)
-        idx = grid.get_indexer(pd.DatetimeIndex(ds))
+        off = self.spec.offset
+        if isinstance(off, pd.offsets.Tick):  # a fixed length: the grid is arithmetic
+            ahead, rest = np.divmod(stamps - last.value, off.nanos)
+            idx = np.where(rest == 0, ahead, -1)
+        else:
+            grid = pd.date_range(last, end, freq=off)
+            idx = grid.get_indexer(pd.DatetimeIndex(ds))
         bad = idx < 1
         if bad.any():
-            first = pd.Timestamp(ds.to_numpy()[bad][0])
+            first = pd.Timestamp(ds[bad][0])
             raise DataError(
                 f"future date {first} is not a '{self.spec.freq}' period after the history end "
                 f"{last}; pass dates on the same grid as the history"
@@ -241,6 +253,11 @@ class Forecaster(ABC):
 
     def _prepare_history(self, history: pd.DataFrame) -> pd.DataFrame:
         """Validate and put the history on its regular grid with filled regressors."""
+        return _frame(self._history_columns(history))
+
+    def _history_columns(self, history: pd.DataFrame) -> dict[str, npt.NDArray[Any]]:
+        """``_prepare_history``'s columns as arrays of their own (ds as datetime64[ns], y and
+        the regressors as floats), in the frame's order: ds, y, regressors."""
         missing = [c for c in ("ds", "y", *self.spec.regressors) if c not in history.columns]
         if missing:
             raise DataError(
@@ -249,41 +266,85 @@ class Forecaster(ABC):
             )
         if len(history) == 0:
             raise DataError("history is empty; a model needs at least one observed row")
-        ds = _to_datetime(history["ds"], "history")
-        y = pd.to_numeric(history["y"], errors="coerce").to_numpy(dtype="float64")
+        ds = _to_datetime(history["ds"], "history").to_numpy()
+        y = _float(history["y"])
         if np.isinf(y).any():
             raise DataError("history y holds infinite values; replace them with NaN or a number")
-        frame = pd.DataFrame({"ds": ds.to_numpy(), "y": y})
+        columns: dict[str, npt.NDArray[Any]] = {"ds": ds, "y": y}
         for name in self.spec.regressors:
-            frame[name] = self.spec.option(name).apply(_numeric(history[name]), name)
-        if not frame["ds"].is_monotonic_increasing:
-            frame = frame.sort_values("ds", kind="stable").reset_index(drop=True)
-        if frame["ds"].duplicated().any():
-            dup = frame.loc[frame["ds"].duplicated(), "ds"].iloc[0]
+            columns[name] = self.spec.option(name).apply(_numeric(history[name]), name)
+        stamps = ds.view("int64")
+        if (stamps[1:] < stamps[:-1]).any():
+            order = np.argsort(stamps, kind="stable")
+            columns = {name: values[order] for name, values in columns.items()}
+            stamps = columns["ds"].view("int64")
+        else:  # arrays of their own: the history's may be views of the caller's frame
+            columns = {name: values.copy() for name, values in columns.items()}
+        same = stamps[1:] == stamps[:-1]
+        if same.any():
+            dup = pd.Timestamp(columns["ds"][int(np.argmax(same))])
             raise DataError(f"history has several rows for ds={dup}; aggregate to one row per ds")
-        grid = pd.date_range(frame["ds"].iloc[0], frame["ds"].iloc[-1], freq=self.spec.offset)
-        if len(grid) != len(frame) or not (grid == pd.DatetimeIndex(frame["ds"])).all():
-            on_grid = pd.DatetimeIndex(frame["ds"]).isin(grid)
-            if not on_grid.all():
-                bad = frame.loc[~on_grid, "ds"].iloc[0]
+        off = self.spec.offset
+        first, last = pd.Timestamp(columns["ds"][0]), pd.Timestamp(columns["ds"][-1])
+        tick = isinstance(off, pd.offsets.Tick)  # a fixed length: regular iff each step is one
+        grid = None if tick else pd.date_range(first, last, freq=off)
+        if grid is None:
+            regular = bool((np.diff(stamps) == off.nanos).all())
+        else:
+            regular = len(grid) == stamps.size and bool((grid.asi8 == stamps).all())
+        if not regular:
+            grid = pd.date_range(first, last, freq=off) if grid is None else grid
+            at = grid.get_indexer(pd.DatetimeIndex(columns["ds"]))
+            if (at < 0).any():
+                bad = pd.Timestamp(columns["ds"][int(np.argmax(at < 0))])
                 raise DataError(
                     f"history date {bad} is not on the '{self.spec.freq}' grid starting "
-                    f"{frame['ds'].iloc[0]}; check the configured frequency"
+                    f"{first}; check the configured frequency"
                 )
-            frame = frame.set_index("ds").reindex(grid).rename_axis("ds").reset_index()
+            for name, values in list(columns.items()):  # missing periods: NaN
+                if name != "ds":
+                    columns[name] = np.full(len(grid), np.nan)
+                    columns[name][at] = values
+            columns["ds"] = grid.to_numpy(dtype="datetime64[ns]")
         self._reg_fill = {}
         for name in self.spec.regressors:
-            col = frame[name]
-            observed = col.dropna()
+            col = columns[name]
+            missing_at = np.isnan(col)
             if name in self.spec.regressor_defaults:
                 default = np.array([self.spec.regressor_defaults[name]], dtype="float64")
                 fill = float(self.spec.option(name).apply(default, name)[0])
-                frame[name] = col.fillna(fill)
+                columns[name] = np.where(missing_at, fill, col)
             else:
-                fill = float(observed.iloc[-1]) if len(observed) else 0.0
-                frame[name] = col.ffill().bfill().fillna(fill)
+                seen = np.flatnonzero(~missing_at)
+                fill = float(col[seen[-1]]) if seen.size else 0.0
+                columns[name] = _carry(col, missing_at, seen, fill)
             self._reg_fill[name] = fill
-        return frame
+        return columns
+
+
+def _carry(
+    values: FloatArray, missing: npt.NDArray[np.bool_], seen: IntArray, fill: float
+) -> FloatArray:
+    """NaNs carried forward from the last value before them, leading ones back from the first
+    value (pandas' ``ffill().bfill()``); ``fill`` everywhere when no value is given."""
+    if not seen.size:
+        return np.full(values.size, fill)
+    if not missing.any():
+        return values
+    last = np.maximum.accumulate(np.where(missing, -1, np.arange(values.size)))
+    return values[np.where(last >= 0, last, seen[0])]
+
+
+def _frame(columns: dict[str, npt.NDArray[Any]]) -> pd.DataFrame:
+    """A frame over arrays the caller owns (no copy)."""
+    return pd.DataFrame(columns, copy=False)
+
+
+def _float(values: pd.Series) -> FloatArray:
+    """A target column as floats, anything not a number as NaN."""
+    if values.dtype == np.float64:
+        return values.to_numpy()
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
 
 
 def _numeric(values: pd.Series) -> FloatArray:
@@ -296,6 +357,10 @@ def _numeric(values: pd.Series) -> FloatArray:
 
 
 def _to_datetime(values: pd.Series, where: str) -> pd.Series:
+    if values.dtype == _NS:  # already typed (the usual case): checked, not converted
+        if np.isnat(values.to_numpy()).any():
+            raise DataError(f"{where} ds has missing dates; drop or fix those rows")
+        return values
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         ds = values
     else:
