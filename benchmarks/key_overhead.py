@@ -111,6 +111,11 @@ def bare(histories: list[pd.DataFrame], cfg: Any, families: list[str]) -> float:
 
 def compare(name: str, rows: list[pd.DataFrame], saved: list[pd.DataFrame]) -> int:
     """How many keys' ledger rows differ from the saved ones (volatile columns aside)."""
+    if len(rows) != len(saved):
+        raise SystemExit(
+            f"{name}: the dump holds {len(saved)} keys, this run {len(rows)}; "
+            "compare runs with the same --keys and --seed"
+        )
     bad = 0
     for i, (new, old) in enumerate(zip(rows, saved, strict=True)):
         a, b = new.drop(columns=list(VOLATILE)), old.drop(columns=list(VOLATILE))
