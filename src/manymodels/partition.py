@@ -166,8 +166,9 @@ def pooled_params(t: TrainConfig, name: str) -> dict[str, Any]:
 
 def data_fingerprint(history: pd.DataFrame, columns: Sequence[str]) -> str:
     """A stable hash of a key's silver rows (the columns that feed the model)."""
-    frame = history[list(columns)].reset_index(drop=True)
-    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    columns = list(columns)
+    frame = history if list(history.columns) == columns else history[columns]
+    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()  # rows, not the index
     digest = hashlib.sha256(hashed.tobytes())
     digest.update(",".join(columns).encode())
     return digest.hexdigest()
@@ -237,13 +238,21 @@ def fit_partition(
 def history_frame(pdf: pd.DataFrame, regs: list[str], fill: str) -> pd.DataFrame:
     """The key's rows as a model history; gap-filled rows are missing data unless the gap
     policy says gaps are real zero demand (``data.fill: zero``)."""
-    history = pdf[["ds", "y", *regs]].copy()
-    history["ds"] = pd.to_datetime(history["ds"])
-    history["y"] = pd.to_numeric(history["y"], errors="coerce").astype("float64")
+    columns = ["ds", "y", *regs]
+    if any(c not in pdf.columns for c in columns):
+        _ = pdf[columns]  # pandas' KeyError naming the missing columns
+    if pdf["y"].dtype == "float64":
+        y = pdf["y"].to_numpy(dtype="float64", copy=True)
+    else:
+        y = pd.to_numeric(pdf["y"], errors="coerce").astype("float64").to_numpy()
     if "is_filled" in pdf.columns and fill != "zero":
-        filled = pdf["is_filled"].fillna(False).astype(bool).to_numpy()
-        history.loc[filled, "y"] = np.nan
-    return history.sort_values("ds").reset_index(drop=True)
+        y[pdf["is_filled"].fillna(False).astype(bool).to_numpy()] = np.nan
+    ds = pd.to_datetime(pdf["ds"])
+    history = pd.DataFrame({"ds": ds.array, "y": y, **{r: pdf[r].array for r in regs}})
+    stamps = ds.to_numpy()
+    if not (stamps[1:] > stamps[:-1]).all():  # rows in date order already: no sort
+        history = history.sort_values("ds").reset_index(drop=True)
+    return history
 
 
 def _fit_into(
@@ -268,7 +277,8 @@ def _fit_into(
     if row["n_obs"] == 0:
         row.update(status="skipped", error="no observations: every target is missing")
         return
-    if history.loc[observed, "y"].nunique() == 1:
+    seen = history["y"].to_numpy()[observed.to_numpy()]
+    if (seen == seen[0]).all():  # one distinct observed value
         _simple_method(row, history, spec, t, "constant target: every observation is the same")
         return
     extra = [shared.candidate] if shared is not None else []

@@ -116,14 +116,15 @@ def eligibility(
 def _metrics(
     pred: pd.DataFrame, history: pd.DataFrame, windows: Sequence[int], m: int
 ) -> dict[str, float]:
-    part = pred[pred["window"].isin(list(windows))]
-    if part.empty:
+    keep = np.isin(pred["window"].to_numpy(), list(windows))
+    if not keep.any():
         return dict.fromkeys(METRICS, math.nan)
-    first = part["ds"].min()
-    y_train = history.loc[history["ds"] < first, "y"].to_numpy(dtype="float64")
-    return compute_metrics(
-        part["y"], part["yhat"], part["yhat_lower"], part["yhat_upper"], y_train, m
+    first = pred["ds"].to_numpy()[keep].min()
+    y_train = history["y"].to_numpy(dtype="float64")[history["ds"].to_numpy() < first]
+    y, yhat, lower, upper = (
+        pred[c].to_numpy()[keep] for c in ("y", "yhat", "yhat_lower", "yhat_upper")
     )
+    return compute_metrics(y, yhat, lower, upper, y_train, m)
 
 
 def _run(
