@@ -48,11 +48,10 @@ def run_rows(cfg, run_id: str) -> pd.DataFrame:
     return out[out["run_id"] == run_id].reset_index(drop=True)
 
 
-# Under Spark Connect: one granularity and the incremental run (the Spark code of the fit
-# stage and of the carry-over); the rest is the same pandas and driver code, run once.
-@pytest.mark.parametrize(
-    "partition_by", ["[store]", pytest.param("[]", marks=pytest.mark.classic_only)]
-)
+# Under Spark Connect only the incremental run (the Spark code of the fit stage and of the
+# carry-over, at [store]); the rest is the same pandas and driver code, run once.
+@pytest.mark.classic_only
+@pytest.mark.parametrize("partition_by", ["[store]", "[]"])
 def test_a_pooled_model_per_partition_serves_the_series_that_chose_it(
     make_cfg, spark, demand, partition_by
 ):

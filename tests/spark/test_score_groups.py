@@ -75,6 +75,10 @@ def test_every_series_of_a_group_is_scored_on_its_own_dates(groups, spark):
             np.testing.assert_allclose(rows["yhat"], theirs["yhat"], rtol=1e-9)
 
 
+# Under Spark Connect the scoring run above is enough: the plan, the integrity check and the
+# DataFrame API's group handling are the same code on either session (the API has its own
+# Connect tests in test_dataframe_api.py).
+@pytest.mark.classic_only
 def test_a_group_blob_travels_once_per_call_not_once_per_series(groups, spark):
     cfg, ledger, _ = groups
     store = open_store(cfg)
@@ -95,6 +99,7 @@ def test_a_group_blob_travels_once_per_call_not_once_per_series(groups, spark):
     assert singles["model"].notna().all()
 
 
+@pytest.mark.classic_only
 def test_a_tampered_group_model_fails_every_series_of_the_group(groups, spark):
     cfg, ledger, _ = groups
     store = open_store(cfg)
@@ -116,6 +121,7 @@ def test_a_tampered_group_model_fails_every_series_of_the_group(groups, spark):
         store.overwrite(ref, ledger)
 
 
+@pytest.mark.classic_only
 def test_the_dataframe_api_forecasts_a_ledger_with_group_rows(groups, spark):
     cfg, ledger, model = groups
     want = model.forecast(HORIZON)
