@@ -187,7 +187,8 @@ def _fit_spark(
         raise DataError("the DataFrame has no rows to fit")
     spark = df.sparkSession
     cores = default_parallelism(spark)
-    tracker = StageProgress(spark, "fit", len(counts), plan_groups(cfg, counts, cores)[1], progress)
+    plan = plan_groups(cfg, counts, cores)
+    tracker = StageProgress(spark, "fit", len(counts), plan[1], progress)
     stage = fit_stage(
         cfg,
         data,
@@ -197,6 +198,7 @@ def _fit_spark(
         None if lazy else tracker.counters,
         prepare=_prepare(cfg, _key_kinds_spark(df, keys), text_dates),
         cores=cores,
+        plan=plan,
     )
     if lazy:
         return stage

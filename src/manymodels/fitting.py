@@ -209,6 +209,7 @@ def fit_stage(
     champions: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
     prepare: Prepare | None = None,
     cores: int | None = None,
+    plan: tuple[pd.DataFrame, int] | None = None,
 ) -> SparkDataFrame:
     """The ledger rows of the keys in ``counts`` (keys + ``count`` rows), balanced over tasks.
 
@@ -216,19 +217,20 @@ def fit_stage(
     ``bucket_shares`` (small first and last tasks). Within a bucket, keys travel to Python in
     calls of about ``train.rows_per_call`` rows, spreading Spark's fixed cost per call over
     several keys. ``champions`` adds each key's current champion to the plan, so the fit can
-    backtest it too. The result is lazy: an action on it runs the fits.
+    backtest it too. ``plan`` is ``plan_groups``' answer when the caller already has it (it
+    sized its progress by the tasks). The result is lazy: an action on it runs the fits.
     """
     from pyspark.sql import functions as F
 
     spark = data.sparkSession
     keys = list(cfg.data.keys)
     cores = cores or default_parallelism(spark)
-    plan, n_tasks = plan_groups(cfg, counts, cores)
+    plan_keys, n_tasks = plan or plan_groups(cfg, counts, cores)
     if champions is not None:
-        plan = champions(plan)[[*keys, BUCKET, CALL, *CHAMPION_COLUMNS]]
+        plan_keys = champions(plan_keys)[[*keys, BUCKET, CALL, *CHAMPION_COLUMNS]]
     key_types = {f.name: f.dataType for f in data.schema.fields if f.name in keys}
     plan_df = spark.createDataFrame(
-        plan, schema=_plan_schema(keys, key_types, champions is not None)
+        plan_keys, schema=_plan_schema(keys, key_types, champions is not None)
     )
     joined = data.join(F.broadcast(plan_df), keys, "inner").repartition(n_tasks, BUCKET)
     schema = ledger_schema([f for f in data.schema.fields if f.name in keys])

@@ -303,7 +303,8 @@ def train(
             "training %s keys (%s carried over) in run %s", f"{len(counts):,}", n_carried, run_id
         )
         cores = default_parallelism(spark)
-        n_tasks = plan_groups(cfg, counts, cores)[1] if len(counts) else 1
+        plan = plan_groups(cfg, counts, cores) if len(counts) else None
+        n_tasks = plan[1] if plan is not None else 1
         tracker = StageProgress(spark, "train", len(counts), n_tasks, progress)
         parts = []
         if not counts.empty:
@@ -317,6 +318,7 @@ def train(
                 tracker.counters,
                 champions=champions,
                 cores=cores,
+                plan=plan,
             )
             parts.append(stage)
         if carried is not None and n_carried:
