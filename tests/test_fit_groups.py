@@ -13,19 +13,24 @@ import manymodels as mm
 from manymodels.datasets import generate_demand
 from manymodels.groups import fit_group
 from manymodels.models.pooled import PooledForecaster, loads_pooled
+from manymodels.partition import forecast_spec
 
-FAST = "{n_estimators: 40, num_leaves: 15, min_data_in_leaf: 20, draws: 2}"
+FAST = {"n_estimators": 40, "num_leaves": 15, "min_data_in_leaf": 20, "draws": 2}
+
+
+def overrides(n_windows: int = 2) -> list[str]:
+    return [
+        "train.families=[pooled_lgbm, seasonal_naive]",
+        "train.horizon=7",
+        f"train.n_windows={n_windows}",
+        "train.partition_by=[store]",
+        f"train.params={{pooled_lgbm: {json.dumps(FAST)}}}",
+    ]
 
 
 @pytest.fixture
 def cfg(make_cfg):
-    return make_cfg(
-        "train.families=[pooled_lgbm, seasonal_naive]",
-        "train.horizon=7",
-        "train.n_windows=2",
-        "train.partition_by=[store]",
-        f"train.params={{pooled_lgbm: {FAST}}}",
-    )
+    return make_cfg(*overrides())
 
 
 def group(n_items: int = 4, days: int = 200) -> list[pd.DataFrame]:
@@ -78,3 +83,29 @@ def test_the_pandas_api_fits_partitions_and_forecasts_every_series_on_its_dates(
         first = pd.Timestamp(last.iloc[0]) + pd.Timedelta(days=1)
         assert list(pd.to_datetime(part["ds"])) == list(pd.date_range(first, periods=5))
         assert np.isfinite(part["yhat"]).all()
+
+
+def test_the_pooled_holdout_is_bounded_by_bands_calibrated_without_it(cfg, make_cfg):
+    parts = group()
+    rows = pd.concat(fit_group(parts, cfg, "r1"), ignore_index=True)
+    for cands in rows["candidates"].map(json.loads):
+        pooled = cands["pooled_lgbm"]
+        assert 0.0 <= pooled["holdout"]["coverage"] <= 1.0
+        assert np.isnan(pooled["selection"]["coverage"])  # its own bands: no honest bound
+    # the bounds are the first fit's bands around the second fit's held-out forecasts
+    hist = pd.concat(parts, ignore_index=True)[["store", "item", "ds", "y"]]
+    spec, keys = forecast_spec(cfg), ["store", "item"]
+    full = PooledForecaster(spec, keys, {**FAST, "horizon": 7}).fit(hist)
+    cut = hist.groupby(keys).head(len(parts[0]) - 7)
+    first = PooledForecaster(spec, keys, {**FAST, "horizon": 7}).fit(cut)
+    lower, upper = first.bounds_of(full.backtest)
+    yhat = full.backtest["yhat"].to_numpy()
+    assert np.isfinite(lower).all() and (lower <= yhat).all() and (yhat <= upper).all()
+    assert (upper > lower).any()
+    unknown = full.backtest.assign(item=999)
+    assert np.isnan(first.bounds_of(unknown)[0]).all()
+    # one window: the only fit's bands were calibrated on that window, so no bounds
+    one = make_cfg(*overrides(n_windows=1))
+    rows = pd.concat(fit_group(parts, one, "r1"), ignore_index=True)
+    for cands in rows["candidates"].map(json.loads):
+        assert np.isnan(cands["pooled_lgbm"]["holdout"]["coverage"])

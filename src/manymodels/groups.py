@@ -14,6 +14,10 @@
   each series' held-out window (its calibration holdout is then the last selection window:
   the choice) and once on every row (its holdout is the held-out window: the reported
   metrics; this fit is the model served). With one window, one fit serves both.
+- Interval bounds of the held-out window come from the first fit's bands, which were
+  calibrated without that window, so the ledger's ``coverage`` of a pooled model is honest.
+  The bands of a fit are calibrated on its own holdout, so the selection window's forecasts
+  (and the held-out window with ``n_windows: 1``) have no bounds: coverage is then NaN.
 - A pooled fit that throws is each series' candidate error; the series keep their own.
 - One row per series, in input order. A series served by the pooled model has the pooled
   ``family`` and the group model's ``model_sha256``; only the first such row holds the bytes
@@ -98,7 +102,8 @@ def _fit_pooled(series: Sequence[pd.DataFrame], cfg: Config, family: str) -> lis
             choice = POOLED_FAMILIES[family](spec, keys, params).fit(cut)
             chosen_on = _by_series(choice.backtest, keys, t.n_windows - 2)
         model = POOLED_FAMILIES[family](spec, keys, params).fit(pd.concat(histories))
-        held = _by_series(model.backtest, keys, t.n_windows - 1)
+        bounds = choice.bounds_of(model.backtest) if t.n_windows >= 2 else None
+        held = _by_series(model.backtest, keys, t.n_windows - 1, bounds)
         blob = dumps_pooled(model)
     except Exception as exc:  # the series keep their own candidates
         log.warning("the %s model of a partition failed: %s", family, error_text(exc))
@@ -122,12 +127,16 @@ def _fit_pooled(series: Sequence[pd.DataFrame], cfg: Config, family: str) -> lis
 
 
 def _by_series(
-    backtest: pd.DataFrame, keys: list[str], window: int
+    backtest: pd.DataFrame,
+    keys: list[str],
+    window: int,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[tuple[Any, ...], pd.DataFrame]:
-    """A pooled model's calibration forecasts, per series, as backtest rows of ``window``."""
+    """A pooled model's calibration forecasts, per series, as backtest rows of ``window``,
+    bounded by ``bounds`` (another fit's bands) or, without them, NaN: the model's own bands
+    are calibrated on these very errors."""
     frame = backtest[[*keys, "ds", "y", "yhat"]].copy()
-    frame["yhat_lower"] = np.nan  # bands are calibrated on these very errors: no honest bounds
-    frame["yhat_upper"] = np.nan
+    frame["yhat_lower"], frame["yhat_upper"] = bounds if bounds is not None else (np.nan, np.nan)
     frame["window"] = window
     cols = ["ds", "y", "yhat", "yhat_lower", "yhat_upper", "window"]
     out: dict[tuple[Any, ...], pd.DataFrame] = {}

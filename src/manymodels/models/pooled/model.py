@@ -77,9 +77,9 @@ class PooledForecaster:
         self._codes = np.zeros((0, len(self.keys)), dtype="int64")
         self.n_obs = np.zeros(0, dtype="int64")
         self.skipped = pd.DataFrame(columns=list(self.keys))
-        #: The calibration holdout's forecasts (keys, ds, step, y, yhat): each series' backtest.
-        #: Kept in memory after ``fit``; not serialized.
-        self.backtest = pd.DataFrame(columns=[*self.keys, "ds", "step", "y", "yhat"])
+        #: The calibration holdout's forecasts (keys, ds, step, y, yhat, and the series' scale at
+        #: the origin): each series' backtest. Kept in memory after ``fit``; not serialized.
+        self.backtest = pd.DataFrame(columns=[*self.keys, "ds", "step", "y", "yhat", "scale"])
 
     # ------------------------------------------------------------------ parameters
 
@@ -155,6 +155,27 @@ class PooledForecaster:
             raise DataError(f"the pooled model does not serve the series {dict(key)}")
         return SeriesView(self, {k: key[k] for k in self.keys})
 
+    def bounds_of(self, backtest: pd.DataFrame) -> tuple[FloatArray, FloatArray]:
+        """(yhat_lower, yhat_upper) of another fit's calibration forecasts (its ``backtest``:
+        key columns, step, scale, yhat) from this model's bands. Fitted without that fit's
+        holdout, this model bounds those forecasts with errors that are not theirs: honest
+        intervals for a backtest. Rows of series this model does not serve get NaN."""
+        _, tail, bands = self._fitted()
+        s = series_codes(backtest[list(self.keys)], tail.series)
+        known = s >= 0
+        yhat = backtest["yhat"].to_numpy(dtype="float64")
+        lower = np.full(len(backtest), np.nan)
+        upper = np.full(len(backtest), np.nan)
+        if known.any():
+            sk = s[known]
+            step = backtest["step"].to_numpy(dtype="int64")[known]
+            scale = backtest["scale"].to_numpy(dtype="float64")[known]
+            low, high = bands.bounds(sk, step, scale)
+            f, nonneg = yhat[known], self._nonneg[sk]
+            lower[known] = _floor(np.minimum(f + low, f), nonneg)
+            upper[known] = _floor(np.maximum(f + high, f), nonneg)
+        return lower, upper
+
     # ------------------------------------------------------------------ fit
 
     def fit(self, history: pd.DataFrame) -> Self:
@@ -211,6 +232,7 @@ class PooledForecaster:
         self.backtest["ds"] = dates_at(panel, cal_t, self.spec)
         self.backtest["step"] = cal_t - cal_o
         self.backtest["y"], self.backtest["yhat"] = actual, yhat
+        self.backtest["scale"] = sc
         self._booster = self._train(lgb, design, panel, s, t, o)
         self._tail = tail_of(panel, self.layout.lookback, self.spec)
         self._nonneg, self._codes, self.n_obs = nonneg, codes, n_obs.astype("int64")

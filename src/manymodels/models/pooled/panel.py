@@ -179,9 +179,15 @@ def ffill(values: FloatArray) -> FloatArray:
 
 def series_codes(keys_frame: pd.DataFrame, series: pd.DataFrame) -> IntArray:
     """Each row's series number in ``series`` (-1 for a series not there)."""
-    index = pd.MultiIndex.from_frame(series.astype(object))
-    probe = pd.MultiIndex.from_frame(keys_frame.astype(object))
+    index, probe = _object_index(series), _object_index(keys_frame)
     return np.asarray(index.get_indexer(probe), dtype="int64")
+
+
+def _object_index(frame: pd.DataFrame) -> pd.MultiIndex:
+    """The rows as a MultiIndex of object levels (1 and 1.0 and np.int64(1) match; an explicit
+    dtype, so pandas 1.5 neither infers numeric levels nor warns that it will stop)."""
+    levels = [pd.Index(frame[c].to_numpy(dtype=object), dtype=object) for c in frame.columns]
+    return pd.MultiIndex.from_arrays(levels, names=list(frame.columns))
 
 
 def _show(rows: pd.DataFrame) -> str:
