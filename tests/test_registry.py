@@ -261,6 +261,35 @@ def test_pyfunc_predicts_by_ds_and_horizon(cfg: Config, loader: Loader) -> None:
     assert err.value.get_http_status_code() == 400
 
 
+def test_a_servers_records_are_the_body_of_the_predicted_frame(cfg: Config) -> None:
+    import io
+
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    def body(predictions: object) -> str:
+        out = io.StringIO()
+        predictions_to_json(predictions, out)
+        return out.getvalue()
+
+    register(cfg, make_models())
+    store = registry.load_model_set(cfg, "challenger")._store
+    rows = pd.DataFrame(
+        {
+            "store": [1, 1, 9, 2, 3, 1],
+            "item": ["i02", "i02", "i99", "i05", "i07", "i01"],
+            "ds": ["2024-04-01", "2024-04-02", None, None, None, None],
+            "horizon": [None, None, 1.0, None, 3.0, 2.0],
+            "promo": [1.0, 0.0, None, None, None, None],
+        }
+    )
+    for errors in ("coerce", "raise"):
+        wanted = rows if errors == "coerce" else rows.iloc[[0, 1, 4, 5]]
+        frame = store.predict(wanted, errors)
+        records = store.predict_records(wanted, errors)
+        assert isinstance(records, list) and len(records) == len(frame)
+        assert body(records) == body(frame)
+
+
 def test_on_demand_loading_is_bounded(cfg: Config, loader: Loader) -> None:
     register(cfg, make_models())
     ms = registry.load_model_set(cfg, "challenger", cache_size=4)

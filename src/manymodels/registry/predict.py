@@ -8,7 +8,8 @@ is null for forecast rows and says what was wrong for the others (an unknown key
 neither ``ds`` nor ``horizon``, a model that failed), so that one bad row never fails the rest.
 
 This is the serving hot path: the work per request is a handful of numpy operations besides
-each model's own forecast, and one DataFrame is built at the end.
+each model's own forecast, and one DataFrame is built at the end, or, for a scoring server
+(``predict_records``), the JSON records the server would make of that frame (``registry.wire``).
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import pandas as pd
 from manymodels.errors import IntegrityError, ManyModelsError, ModelError
 from manymodels.periods import future_dates
 from manymodels.registry.files import key_text
+from manymodels.registry.wire import iso_dates, json_value
 
 if TYPE_CHECKING:
     from manymodels.models import Forecaster
     from manymodels.registry.store import Store
 
-__all__ = ["OUTPUT_COLUMNS", "predict_frame"]
+__all__ = ["OUTPUT_COLUMNS", "predict_frame", "predict_records"]
 
 OUTPUT_COLUMNS = ["ds", "yhat", "yhat_lower", "yhat_upper"]
 _NAT = np.datetime64("NaT", "ns")
@@ -155,6 +157,18 @@ def _check_known(store: Store, keys: list[tuple[Hashable, ...]]) -> None:
 
 def predict_frame(store: Store, frame: pd.DataFrame, errors: str = "raise") -> pd.DataFrame:
     """Forecast the rows of ``frame`` with the models of ``store`` (see the module doc)."""
+    return _assemble(store, _pieces(store, frame, errors), errors == "coerce")
+
+
+def predict_records(
+    store: Store, frame: pd.DataFrame, errors: str = "raise"
+) -> list[dict[str, Any]]:
+    """``predict_frame``'s rows as the JSON records a scoring server writes of that frame."""
+    return _records(store, _pieces(store, frame, errors), errors == "coerce")
+
+
+def _pieces(store: Store, frame: pd.DataFrame, errors: str) -> list[_Piece]:
+    """Each key's forecast (or error) pieces, in request order of the keys."""
     if errors not in ("raise", "coerce"):
         raise ModelError(f"errors must be 'raise' or 'coerce', got {errors!r}")
     coerce = errors == "coerce"
@@ -189,7 +203,7 @@ def predict_frame(store: Store, frame: pd.DataFrame, errors: str = "raise") -> p
     for steps, keys in ahead.items():
         for key, piece in _forecast_ahead(store, keys, steps, coerce):
             pieces[key].append(piece)
-    return _assemble(store, [p for parts in pieces.values() for p in parts], coerce)
+    return [p for parts in pieces.values() for p in parts]
 
 
 def _failed(key: tuple[Hashable, ...], dates: np.ndarray, exc: Exception, coerce: bool) -> _Piece:
@@ -263,3 +277,16 @@ def _assemble(store: Store, pieces: list[_Piece], coerce: bool) -> pd.DataFrame:
         errors = [p.error for p in pieces]
         data["error"] = np.repeat(np.asarray(errors, dtype=object), sizes)
     return pd.DataFrame(data)
+
+
+def _records(store: Store, pieces: list[_Piece], coerce: bool) -> list[dict[str, Any]]:
+    """The rows ``_assemble`` would build, as the records a server writes of that frame."""
+    names = [*store.keys, *OUTPUT_COLUMNS, *(["error"] if coerce else [])]
+    out: list[dict[str, Any]] = []
+    for p in pieces:
+        key = [json_value(v) for v in p.key]
+        tail = [p.error] if coerce else []
+        dates, values = iso_dates(p.ds), (p.yhat.tolist(), p.lower.tolist(), p.upper.tolist())
+        cells = zip(dates, *values, strict=True)
+        out.extend(dict(zip(names, (*key, *row, *tail), strict=True)) for row in cells)
+    return out

@@ -11,6 +11,7 @@ import pandas as pd
 from manymodels.errors import IntegrityError, ManyModelsError, ModelError
 from manymodels.registry.limits import check_request_size
 from manymodels.registry.store import Store, parse_cache_size
+from manymodels.registry.wire import in_scoring_server
 
 __all__ = ["ModelSetPyfunc", "pyfunc_class"]  # noqa: F822 - ModelSetPyfunc is built lazily
 
@@ -38,6 +39,10 @@ def pyfunc_class() -> type[Any]:
         all (no key columns, more than ``$MANYMODELS_SERVE_MAX_ROWS`` rows or forecast rows)
         fails with an ``MlflowException`` whose message says what to fix (HTTP 400 from a
         server), never with a stack trace.
+
+        In MLflow's scoring server the rows come back as the JSON records the server would
+        make of that frame (``registry.wire``): the same response body, without pandas'
+        per-cell conversion, which cost more than a warm forecast.
         """
 
         _store: Store | None = None
@@ -66,7 +71,7 @@ def pyfunc_class() -> type[Any]:
             except Exception as exc:  # a message, never a stack trace, leaves the server
                 raise MlflowException(f"prediction failed: {type(exc).__name__}: {exc}") from None
 
-        def _predict(self, model_input: Any, params: dict[str, Any]) -> pd.DataFrame:
+        def _predict(self, model_input: Any, params: dict[str, Any]) -> Any:
             if self._store is None:
                 raise ModelError("load the model set with mlflow.pyfunc.load_model first")
             if not isinstance(model_input, pd.DataFrame):
@@ -77,7 +82,10 @@ def pyfunc_class() -> type[Any]:
             check_request_size(self._store, model_input)
             if params.get("cache_size") is not None:
                 self._store.resize(parse_cache_size(params["cache_size"]))
-            return self._store.predict(model_input, errors=params.get("errors") or "coerce")
+            errors = params.get("errors") or "coerce"
+            if in_scoring_server():
+                return self._store.predict_records(model_input, errors)
+            return self._store.predict(model_input, errors)
 
     # Sets logged before the registry became a package name the class by this path; keep it.
     ModelSetPyfunc.__module__ = "manymodels.registry"

@@ -273,3 +273,9 @@ class Store:
         from manymodels.registry.predict import predict_frame
 
         return predict_frame(self, frame, errors)
+
+    def predict_records(self, frame: pd.DataFrame, errors: str = "raise") -> list[dict[str, Any]]:
+        """``predict``'s rows as the JSON records a scoring server writes of that frame."""
+        from manymodels.registry.predict import predict_records
+
+        return predict_records(self, frame, errors)
