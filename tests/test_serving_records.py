@@ -61,3 +61,15 @@ def test_the_pyfunc_answers_records_only_inside_a_scoring_server(monkeypatch) ->
         monkeypatch.setattr(wire, "_in_server", None)
         model.predict(None, request)
     assert asked == [("frame", "coerce"), ("records", "coerce")]
+
+
+def test_future_grids_are_cached_read_only_and_equal_future_dates() -> None:
+    from manymodels.periods import future_dates, future_grid
+
+    for last, freq in ((pd.Timestamp("2024-01-31"), "M"), (np.datetime64("2024-03-03"), "W-SUN")):
+        grid = future_grid(last, freq, 5)
+        assert grid.dtype == "datetime64[ns]" and not grid.flags.writeable
+        assert list(grid) == list(future_dates(pd.Timestamp(last), freq, 5).to_numpy())
+        assert future_grid(pd.Timestamp(last), freq, 5) is grid  # one entry per grid
+        with pytest.raises(ValueError):
+            grid[0] = np.datetime64("2000-01-01")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import warnings
 
+import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
@@ -39,6 +40,20 @@ def future_dates(last_ds: pd.Timestamp, freq: str, horizon: int) -> pd.DatetimeI
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return pd.date_range(pd.Timestamp(last_ds) + off, periods=horizon, freq=off)
+
+
+def future_grid(last_ds: pd.Timestamp, freq: str, horizon: int) -> np.ndarray:
+    """``future_dates`` as a read-only datetime64[ns] array, cached: a server is asked for the
+    same few grids over and over (keys share their last date), and building one costs more
+    than a warm forecast's math."""
+    return _future_grid(pd.Timestamp(last_ds), str(freq), int(horizon))
+
+
+@functools.lru_cache(maxsize=1024)
+def _future_grid(last_ds: pd.Timestamp, freq: str, horizon: int) -> np.ndarray:
+    out = np.array(future_dates(last_ds, freq, horizon), dtype="datetime64[ns]")
+    out.flags.writeable = False
+    return out
 
 
 def on_grid(ts: pd.Timestamp, freq: str) -> bool:

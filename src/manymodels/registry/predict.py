@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from manymodels.errors import IntegrityError, ManyModelsError, ModelError
-from manymodels.periods import future_dates
+from manymodels.periods import future_grid
 from manymodels.registry.files import key_text
 from manymodels.registry.wire import iso_dates, json_value
 
@@ -117,8 +117,7 @@ def _forecast_key(
     wanted = [ds[explicit]]
     if steps.size:
         row = store.row_of(key)
-        ahead = future_dates(store.last_ds[row], store.freq[row], int(np.nanmax(steps)))
-        wanted.append(np.asarray(ahead, dtype="datetime64[ns]"))
+        wanted.append(future_grid(store.last_ds[row], store.freq[row], int(np.nanmax(steps))))
     dates = np.unique(np.concatenate(wanted))  # sorted, each date once
     future = pd.DataFrame({"ds": dates})
     if regressors and explicit.size:
@@ -220,14 +219,10 @@ def _forecast_ahead(
     """The ``steps`` periods after each key's history, families batched (``forecast_ahead``)."""
     done: list[tuple[tuple[Hashable, ...], _Piece]] = []
     by_family: dict[type[Forecaster], list[tuple[tuple[Hashable, ...], Forecaster]]] = {}
-    grids: dict[tuple[pd.Timestamp, str], np.ndarray] = {}
 
     def dates_of(key: tuple[Hashable, ...]) -> np.ndarray:
         row = store.row_of(key)
-        span = (store.last_ds[row], store.freq[row])
-        if span not in grids:
-            grids[span] = np.asarray(future_dates(*span, steps), dtype="datetime64[ns]")
-        return grids[span]
+        return future_grid(store.last_ds[row], store.freq[row], steps)
 
     for key in keys:
         try:
