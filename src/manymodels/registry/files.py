@@ -205,6 +205,6 @@ def write_set(frame: pd.DataFrame, keys: list[str], folder: Path) -> pd.DataFram
     spot = dict(zip(distinct["model_sha256"], placed, strict=True))
     out = frame.drop(columns="model")
     out["shard"] = [spot[sha][0] for sha in out["model_sha256"]]
-    out["row"] = pd.Series([spot[sha][1] for sha in out["model_sha256"]], index=out.index)
-    out["row"] = out["row"].astype("int64")
+    rows = [spot[sha][1] for sha in out["model_sha256"]]
+    out["row"] = pd.Series(rows, index=out.index, dtype="int64")
     return out
