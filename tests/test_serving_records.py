@@ -41,7 +41,19 @@ def test_cells_are_written_as_the_server_writes_them() -> None:
     assert body([{"v": wire.json_value(c)} for c in cells]) == body(frame)
 
 
-def test_the_pyfunc_answers_records_only_inside_a_scoring_server(monkeypatch) -> None:
+@pytest.fixture
+def server_flag(monkeypatch):
+    """Sets MLflow's server flag; the cached reading is forgotten before and after."""
+
+    def set_flag(flag: str) -> None:
+        monkeypatch.setenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", flag)
+        wire.in_scoring_server.cache_clear()
+
+    yield set_flag
+    wire.in_scoring_server.cache_clear()
+
+
+def test_the_pyfunc_answers_records_only_inside_a_scoring_server(server_flag) -> None:
     asked = []
 
     class Store:
@@ -57,8 +69,7 @@ def test_the_pyfunc_answers_records_only_inside_a_scoring_server(monkeypatch) ->
     model._store = Store()
     request = pd.DataFrame({"store": [1], "item": ["a"], "horizon": [2.0]})
     for flag in ("", "true"):
-        monkeypatch.setenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", flag)
-        monkeypatch.setattr(wire, "_in_server", None)
+        server_flag(flag)
         model.predict(None, request)
     assert asked == [("frame", "coerce"), ("records", "coerce")]
 

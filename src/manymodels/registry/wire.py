@@ -9,6 +9,7 @@ frame would give (tests compare the two).
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -18,15 +19,12 @@ import pandas as pd
 __all__ = ["in_scoring_server", "iso_dates", "json_value"]
 
 _SERVER_FLAG = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"  # set by MLflow's server before it loads
-_in_server: bool | None = None
 
 
+@functools.cache
 def in_scoring_server() -> bool:
-    """Whether this process is MLflow's scoring server (read once)."""
-    global _in_server
-    if _in_server is None:
-        _in_server = os.environ.get(_SERVER_FLAG, "").strip().lower() in ("true", "1")
-    return _in_server
+    """Whether this process is MLflow's scoring server (read once, at the first request)."""
+    return os.environ.get(_SERVER_FLAG, "").strip().lower() in ("true", "1")
 
 
 def iso_dates(values: np.ndarray) -> list[str]:
@@ -34,7 +32,7 @@ def iso_dates(values: np.ndarray) -> list[str]:
     values = np.asarray(values, dtype="datetime64[ns]")
     nanos = values.view("int64")
     if bool((nanos[~np.isnat(values)] % 1_000_000_000 == 0).all()):
-        return list(np.datetime_as_string(values, unit="s").tolist())
+        return np.datetime_as_string(values, unit="s").tolist()
     return ["NaT" if np.isnat(v) else pd.Timestamp(v).isoformat() for v in values]
 
 

@@ -171,9 +171,7 @@ class PooledForecaster:
             step = backtest["step"].to_numpy(dtype="int64")[known]
             scale = backtest["scale"].to_numpy(dtype="float64")[known]
             low, high = bands.bounds(sk, step, scale)
-            f, nonneg = yhat[known], self._nonneg[sk]
-            lower[known] = _floor(np.minimum(f + low, f), nonneg)
-            upper[known] = _floor(np.maximum(f + high, f), nonneg)
+            lower[known], upper[known] = _bounded(yhat[known], low, high, self._nonneg[sk])
         return lower, upper
 
     # ------------------------------------------------------------------ fit
@@ -352,8 +350,7 @@ class PooledForecaster:
         nonneg = self._nonneg[s]
         yhat = _floor(yhat, nonneg)
         out["yhat"] = yhat
-        out["yhat_lower"] = _floor(np.minimum(yhat + low, yhat), nonneg)
-        out["yhat_upper"] = _floor(np.maximum(yhat + high, yhat), nonneg)
+        out["yhat_lower"], out["yhat_upper"] = _bounded(yhat, low, high, nonneg)
         return out
 
     def forecast(self, horizon: int, series: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -402,6 +399,17 @@ class SeriesView:
 def _floor(values: FloatArray, nonneg: np.ndarray) -> FloatArray:
     """Values of series with non-negative histories floored at zero."""
     return np.where(nonneg, np.maximum(values, 0.0), values)
+
+
+def _bounded(
+    yhat: FloatArray, low: FloatArray, high: FloatArray, nonneg: np.ndarray
+) -> tuple[FloatArray, FloatArray]:
+    """(lower, upper) of ``yhat`` from band offsets: never on the wrong side of the forecast,
+    floored at zero for non-negative series."""
+    return (
+        _floor(np.minimum(yhat + low, yhat), nonneg),
+        _floor(np.maximum(yhat + high, yhat), nonneg),
+    )
 
 
 def _key_codes(series: pd.DataFrame) -> IntArray:
