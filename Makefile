@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	  { echo "Python's venv module is missing: apt-get install -y python3-venv"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[local,dev]'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[local,serve,dev]'
 	@touch $(STAMP)
 
 check-java:

@@ -22,7 +22,7 @@ import manymodels as mm
 from manymodels import registry
 from manymodels.config import Config, load_config
 from manymodels.datasets import generate_demand
-from manymodels.registry.serve import wait_ready
+from manymodels.registry.serve import FAST_HTTP, wait_ready
 
 pytest.importorskip("mlflow")
 
@@ -233,6 +233,9 @@ def test_a_fresh_environment_is_built_from_the_sets_wheel(served: Served, tmp_pa
     assert body == reference
     installed = list((home / "envs").glob("*/lib/python*/site-packages/manymodels/__init__.py"))
     assert installed, "the env manager did not install manymodels from the set's wheel"
+    site = installed[0].parents[1]
+    for name in FAST_HTTP:  # the server there runs on the same HTTP stack as here
+        assert (site / name / "__init__.py").is_file(), f"{name} is not in the fresh env"
 
 
 def test_the_readme_request_is_served_as_the_readme_says(served: Served) -> None:

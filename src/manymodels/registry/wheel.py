@@ -7,7 +7,10 @@ version. So each set carries ``wheels/manymodels-<version>-py3-none-any.whl`` â€
 installed package itself, byte for byte the code that trained the models, whether it was
 installed from a wheel, from a source tree or in editable mode â€” and its requirements name that
 wheel by path and pin every dependency the models' bytes rely on to the version that wrote them
-(scikit-learn for skops-saved trees, Prophet for its JSON, pandas, numpy, ...).
+(scikit-learn for skops-saved trees, Prophet for its JSON, pandas, numpy, ...). The packages of
+the ``serve`` extra (uvicorn's compiled event loop and HTTP parser) are pinned too, with their
+platform markers: a server that builds the environment then runs on the same HTTP stack as
+``manymodels serve`` here.
 """
 
 from __future__ import annotations
@@ -29,6 +32,12 @@ _DIST = "manymodels"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 _SKIP_DIRS = {"__pycache__"}
 _SKIP_SUFFIXES = {".pyc", ".pyo"}
+#: The extra whose packages every set's requirements carry (see the module doc).
+SERVER_EXTRA = "serve"
+#: The extra's clause in a requirement's marker, as packaging writes it (with its ``and``).
+_EXTRA_CLAUSE = re.compile(
+    rf'\s*\band\s+extra == "{SERVER_EXTRA}"|extra == "{SERVER_EXTRA}"(\s+and\b)?\s*'
+)
 
 
 def _package_dir() -> Path:
@@ -62,33 +71,49 @@ def _declared() -> list[str]:
         return []
     with pyproject.open("rb") as handle:
         project = tomllib.load(handle).get("project", {})
-    return [str(line) for line in project.get("dependencies", [])]
+    served = []  # as installed metadata writes them: the extra joins the line's own marker
+    for line in project.get("optional-dependencies", {}).get(SERVER_EXTRA, []):
+        name, _, marker = str(line).partition(";")
+        own = f"({marker.strip()}) and " if marker.strip() else ""
+        served.append(f"{name.strip()}; {own}extra == '{SERVER_EXTRA}'")
+    return [str(line) for line in project.get("dependencies", [])] + served
 
 
-def _core_requirements() -> list[Requirement]:
-    """The declared requirements outside any extra."""
+def _requirements() -> list[tuple[Requirement, bool]]:
+    """The declared requirements outside any extra, and those of the server extra (True)."""
     found = []
     for line in _declared():
         try:
             req = Requirement(line)
         except InvalidRequirement:
             continue
-        if req.marker is not None and "extra" in str(req.marker):
-            continue
-        found.append(req)
+        marker = str(req.marker) if req.marker is not None else ""
+        if "extra" not in marker:
+            found.append((req, False))
+        elif _EXTRA_CLAUSE.search(marker):
+            found.append((req, True))
     return found
 
 
+def _core_requirements() -> list[Requirement]:
+    """The declared requirements outside any extra."""
+    return [req for req, served in _requirements() if not served]
+
+
 def pinned_requirements() -> list[str]:
-    """Each core requirement pinned to the installed version (``name==x.y.z``)."""
+    """Each core and server requirement pinned to the installed version (``name==x.y.z``), a
+    server requirement with its platform marker (``uvloop==x.y.z; sys_platform != "win32"``)."""
     pins = []
-    for req in _core_requirements():
+    for req, served in _requirements():
+        marker = _EXTRA_CLAUSE.sub("", str(req.marker)).strip() if served else ""
+        suffix = f"; {marker}" if marker else ""
         try:
             installed = importlib.metadata.version(req.name)
         except importlib.metadata.PackageNotFoundError:
-            pins.append(str(req))  # not installed here (an optional import): keep its range
+            # not installed here (an optional import, a server package): keep its range
+            pins.append(f"{req.name}{req.specifier}{suffix}")
             continue
-        pins.append(f"{req.name}=={installed}")
+        pins.append(f"{req.name}=={installed}{suffix}")
     return pins
 
 
