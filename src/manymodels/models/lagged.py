@@ -26,6 +26,7 @@ from manymodels.models.features import (
 from manymodels.models.params import check_int
 from manymodels.models.serialize import as_float_list, dump_estimator, load_estimator
 from manymodels.models.spec import FloatArray, IntArray, Intervals
+from manymodels.periods import future_grid
 
 __all__ = ["MIN_TRAIN", "LagRegressor"]
 
@@ -234,8 +235,8 @@ class LagRegressor(Forecaster):
         """The recursion's buffer (1, tail + horizon) and exogenous features (1, horizon, f)
         for the regressor values ``regs`` (horizon, n_regressors) of the next periods."""
         horizon = regs.shape[0]
-        grid = pd.date_range(self.last_ds, periods=horizon + 1, freq=self.spec.offset)[1:]
-        cal = calendar_features(grid.to_numpy(), self.spec.kind, self._yearly)
+        grid = future_grid(self.last_ds, self.spec.freq, horizon)  # cached: a server asks often
+        cal = calendar_features(grid, self.spec.kind, self._yearly)
         fill = self._fill()
         back = self._rtail.shape[0]
         values = (np.vstack((self._rtail, regs)) - self._rmu) / self._rsd

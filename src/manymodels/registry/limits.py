@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from manymodels.errors import ModelError
+from manymodels.registry.predict import as_numbers
 from manymodels.registry.store import Store, positive_setting
 
 __all__ = ["MAX_OUTPUT_ENV", "MAX_ROWS_ENV", "check_request_size"]
@@ -38,7 +39,7 @@ def check_request_size(store: Store, frame: pd.DataFrame) -> None:
         )
     if "horizon" not in frame.columns or not len(frame):
         return
-    horizon = pd.to_numeric(frame["horizon"], errors="coerce").to_numpy(dtype="float64")
+    horizon = as_numbers(frame["horizon"])
     asked = float(np.nansum(np.clip(horizon, 0, None)))
     max_output = _limit(MAX_OUTPUT_ENV)
     if asked > max_output:

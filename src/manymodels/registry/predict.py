@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from manymodels.models import Forecaster
     from manymodels.registry.store import Store
 
-__all__ = ["OUTPUT_COLUMNS", "predict_frame", "predict_records"]
+__all__ = ["OUTPUT_COLUMNS", "as_numbers", "predict_frame", "predict_records"]
 
 OUTPUT_COLUMNS = ["ds", "yhat", "yhat_lower", "yhat_upper"]
 _NAT = np.datetime64("NaT", "ns")
@@ -53,6 +53,14 @@ class _Piece:
 def _error_piece(key: tuple[Hashable, ...], ds: np.ndarray, error: str) -> _Piece:
     nan = np.full(len(ds), np.nan)
     return _Piece(key, ds, nan, nan, nan, error)
+
+
+def as_numbers(column: pd.Series) -> np.ndarray:
+    """A column as float64, anything that is not a number as NaN. A server's columns arrive as
+    doubles already (the set's signature): they skip ``pd.to_numeric``, ten times the cost."""
+    if column.dtype == "float64":
+        return column.to_numpy()
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64")
 
 
 def _normalize(store: Store, frame: pd.DataFrame) -> tuple[list[Any], np.ndarray, np.ndarray]:
@@ -86,10 +94,7 @@ def _normalize(store: Store, frame: pd.DataFrame) -> tuple[list[Any], np.ndarray
             raise ModelError(f"column ds holds values that are not dates ({exc})") from None
     else:
         ds = np.full(n, _NAT)
-    if "horizon" in frame.columns:
-        horizon = pd.to_numeric(frame["horizon"], errors="coerce").to_numpy(dtype="float64")
-    else:
-        horizon = np.full(n, np.nan)
+    horizon = as_numbers(frame["horizon"]) if "horizon" in frame.columns else np.full(n, np.nan)
     return columns, ds, horizon
 
 
