@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from manymodels.models.spec import RegressorOption
 
 __all__ = [
+    "LinearPredictor",
     "Scalers",
     "calendar_features",
     "calendar_terms",
@@ -199,6 +200,69 @@ def hold_unknown(
             exog[:, :, offset + c] = np.where(steps[None, :] >= -d, held[:, j, None], col)
 
 
+class LinearPredictor:
+    """``x @ coef + intercept``: ``coef`` one (features,) vector for every row, or one row of
+    coefficients per row of ``x`` (models of one structure stacked).
+
+    A recursion over a linear model (``recursive_forecast``) computes each step's known part —
+    calendar and regressor features and the intercept — for all steps in one product, and
+    feeds back only the lags and rolling means, in plain floats for one series (a served
+    key), where numpy's per-call cost was most of a warm forecast."""
+
+    def __init__(self, coef: FloatArray, intercept: FloatArray | float) -> None:
+        self.coef = np.asarray(coef, dtype="float64")
+        self.intercept = np.asarray(intercept, dtype="float64")
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        if self.coef.ndim == 1:
+            return np.asarray(x @ self.coef + self.intercept, dtype="float64")
+        return np.asarray(np.einsum("nf,nf->n", x, self.coef) + self.intercept)
+
+
+def _linear_recursion(
+    model: LinearPredictor,
+    buffer: FloatArray,
+    exog: FloatArray,
+    back: npt.NDArray[np.int64],
+    windows: Sequence[int],
+) -> None:
+    """``recursive_forecast`` for a linear model: the same features, the same predictions up
+    to rounding (each window's sum is carried from step to step instead of summed again)."""
+    n, steps = buffer.shape[0], exog.shape[1]
+    start = buffer.shape[1] - steps
+    n_lags, n_windows = back.size, len(windows)
+    coef = np.broadcast_to(np.atleast_2d(model.coef), (n, model.coef.shape[-1]))
+    intercept = np.broadcast_to(model.intercept, (n,))
+    known = np.einsum("nhf,nf->nh", exog, coef[:, n_lags + n_windows :]) + intercept[:, None]
+    w_lag, w_win = coef[:, :n_lags], coef[:, n_lags : n_lags + n_windows]
+    width = np.asarray(windows, dtype="float64")
+    if n == 1:  # one series: plain floats beat numpy's per-call cost at every step
+        row, lags, wl, ww = buffer[0].tolist(), back.tolist(), w_lag[0].tolist(), w_win[0].tolist()
+        sums = [sum(row[start - w : start]) for w in windows]
+        for h, base in enumerate(known[0].tolist()):
+            end = start + h
+            acc = base
+            for a, k in zip(wl, lags, strict=True):
+                acc += a * row[end - k]
+            for j, w in enumerate(windows):
+                acc += ww[j] * (sums[j] / w)
+            row[end] = acc
+            for j, w in enumerate(windows):
+                sums[j] += acc - row[end - w]
+        buffer[0, start:] = row[start:]
+        return
+    totals = np.zeros((n, n_windows))
+    for j, w in enumerate(windows):
+        totals[:, j] = buffer[:, start - w : start].sum(axis=1)
+    drop = np.asarray(windows, dtype="int64")
+    for h in range(steps):
+        end = start + h
+        acc = known[:, h] + np.einsum("nk,nk->n", buffer[:, end - back], w_lag)
+        acc += np.einsum("nj,nj->n", w_win, totals / width)
+        buffer[:, end] = acc
+        totals += acc[:, None] - buffer[:, end - drop]
+
+
 def recursive_forecast(
     predict: Callable[[FloatArray], FloatArray],
     buffer: FloatArray,
@@ -210,6 +274,9 @@ def recursive_forecast(
     one-step predictions fed back as lags; ``exog`` is (series, step, exogenous features)."""
     start = buffer.shape[1] - exog.shape[1]
     back = np.asarray(lags, dtype="int64")
+    if isinstance(predict, LinearPredictor):
+        _linear_recursion(predict, buffer, exog, back, windows)
+        return
     n_lags, n_windows = back.size, len(windows)
     # one feature matrix, refilled in place at each step: the same values as
     # ``recursive_features`` + ``exog`` (a mean is a sum divided by its count), no allocations

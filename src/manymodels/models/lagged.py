@@ -99,7 +99,11 @@ class LagRegressor(Forecaster):
         self._estimator = estimator
 
     def _predict_batch(self, x: FloatArray) -> FloatArray:
-        return self._predictor(self._estimator)(x)
+        return self._batch_predictor()(x)
+
+    def _batch_predictor(self) -> Callable[[FloatArray], FloatArray]:
+        """The fitted model's batch predict function (a ``LinearPredictor`` for linear ones)."""
+        return self._predictor(self._estimator)
 
     @staticmethod
     def _predictor(estimator: Any) -> Callable[[FloatArray], FloatArray]:
@@ -225,7 +229,7 @@ class LagRegressor(Forecaster):
         if names:
             regs[steps - 1] = frame[names].to_numpy(dtype="float64")
         buffer, exog = self._inputs(regs)
-        self._recurse(self._predict_batch, buffer, exog)
+        self._recurse(self._batch_predictor(), buffer, exog)
         return self._raw(buffer[0], steps)
 
     def _fill(self) -> FloatArray:

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from manymodels.models.base import register
+from manymodels.models.features import LinearPredictor
 from manymodels.models.lagged import LagRegressor
 from manymodels.models.params import check_choice, check_float, check_int
 from manymodels.models.serialize import as_float_list
@@ -139,8 +140,8 @@ class Ridge(_OneThread):
         self._coef = np.asarray(estimator.coef_, dtype="float64")
         self._intercept = float(estimator.intercept_)
 
-    def _predict_batch(self, x: FloatArray) -> FloatArray:
-        return np.asarray(x @ self._coef + self._intercept, dtype="float64")
+    def _batch_predictor(self) -> Callable[[FloatArray], FloatArray]:
+        return LinearPredictor(self._coef, self._intercept)
 
     @classmethod
     def _stacked_predictor(
@@ -150,13 +151,11 @@ class Ridge(_OneThread):
             return None
         coefs = np.vstack([m._coef for m in models if isinstance(m, Ridge)])
         intercepts = np.array([m._intercept for m in models if isinstance(m, Ridge)])
-        return lambda x: np.einsum("nf,nf->n", x, coefs) + intercepts
+        return LinearPredictor(coefs, intercepts)
 
     @staticmethod
     def _predictor(estimator: Any) -> Callable[[FloatArray], FloatArray]:
-        coef = np.asarray(estimator.coef_, dtype="float64")
-        intercept = float(estimator.intercept_)
-        return lambda x: np.asarray(x @ coef + intercept, dtype="float64")
+        return LinearPredictor(estimator.coef_, float(estimator.intercept_))
 
     def _estimator_state(self) -> tuple[dict[str, Any], bytes]:
         return {"coef": as_float_list(self._coef), "intercept": self._intercept}, b""
