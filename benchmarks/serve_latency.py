@@ -14,10 +14,10 @@ model cache of ``--cache`` models on loopback, and measures over HTTP:
 Each figure is printed beside its baseline measured in the same run: the same forecasts made
 in this process by ``ModelSet.predict`` (no HTTP, no MLflow), so the ratio is the server's own
 overhead; and MLflow's server floor: a model with the same signature that returns a ready
-answer of the same shape, served the same way. To keep the set-up short, ``--distinct``
-series are fitted and their models are registered again under the other keys; the server
-still loads and verifies each key's bytes on its own, so cold loads and the cache behave as
-with distinct models.
+answer of the same shape, served the same way (the same HTTP stack, no access log). To keep
+the set-up short, ``--distinct`` series are fitted and their models are registered again
+under the other keys; the server still loads and verifies each key's bytes on its own, so
+cold loads and the cache behave as with distinct models.
 
     .venv/bin/python benchmarks/serve_latency.py --family ridge
     .venv/bin/python benchmarks/serve_latency.py --family prophet --distinct 20
@@ -50,7 +50,7 @@ import manymodels as mm
 from manymodels import registry
 from manymodels.config import load_config
 from manymodels.datasets import generate_demand
-from manymodels.registry.serve import FAST_HTTP, missing_fast_http, wait_ready
+from manymodels.registry.serve import ACCESS_LOG_ENV, FAST_HTTP, missing_fast_http, wait_ready
 
 HORIZON = 28
 #: Warm one-key requests: a p99 of 500 is its 5th-worst value, which moved by 4 ms from run to
@@ -205,6 +205,7 @@ def _server_floor(cfg: Any, answer: Any, env: dict[str, str], folder: Path) -> l
     argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(path)]
     argv += ["--env-manager", "local", "--port", str(port), "--host", "127.0.0.1"]
     env = {**env, "PATH": os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])}
+    env.setdefault(ACCESS_LOG_ENV, "false")  # uvicorn as `manymodels serve` runs it
     proc = _start(argv, env, folder / "floor.log", port)
     try:
         client = Client(port)

@@ -63,3 +63,15 @@ def test_serve_warns_when_the_fast_http_stack_is_missing(
     caplog.clear()  # an env manager that builds the set's environment installs them itself
     serve.serve_command(cfg, env_manager="uv")
     assert not caplog.records
+
+
+def test_the_access_log_is_off_unless_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = load_config(home=tmp_path / "home")
+    monkeypatch.setattr(serve, "resolve_version", lambda *_: (1, None))
+    monkeypatch.delenv(serve.ACCESS_LOG_ENV, raising=False)
+    assert serve.serve_command(cfg).env[serve.ACCESS_LOG_ENV] == "false"
+    assert serve.serve_command(cfg, access_log=True).env[serve.ACCESS_LOG_ENV] == "true"
+    monkeypatch.setenv(serve.ACCESS_LOG_ENV, "true")  # uvicorn's own variable is honoured
+    assert serve.serve_command(cfg).env[serve.ACCESS_LOG_ENV] == "true"
