@@ -50,7 +50,7 @@ import manymodels as mm
 from manymodels import registry
 from manymodels.config import load_config
 from manymodels.datasets import generate_demand
-from manymodels.registry.serve import ACCESS_LOG_ENV, FAST_HTTP, missing_fast_http, wait_ready
+from manymodels.registry.serve import ACCESS_LOG_ENV, http_stack, wait_ready
 
 HORIZON = 28
 #: Warm one-key requests: a p99 of 500 is its 5th-worst value, which moved by 4 ms from run to
@@ -286,12 +286,9 @@ def main() -> None:
     )
     floor = _server_floor(cfg, answer, env, home.parent)
     served = _figures(cold, warm, repeat, batch)
-    missing = missing_fast_http()
-    loop = "asyncio" if "uvloop" in missing or "uvloop" not in FAST_HTTP else "uvloop"
-    stack = f"{loop} + {'h11' if 'httptools' in missing else 'httptools'}"
     print(
         f"family {args.family}, {args.keys:,} keys, cache {args.cache}, horizon {HORIZON}, "
-        f"HTTP stack {stack}"
+        f"HTTP stack {http_stack()}"
     )
     print(f"{'':<14}{'server ms':>12}{'in-process ms':>15}{'ratio':>8}")
     for name, value in served.items():

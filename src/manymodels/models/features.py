@@ -235,7 +235,6 @@ def _linear_recursion(
     intercept = np.broadcast_to(model.intercept, (n,))
     known = np.einsum("nhf,nf->nh", exog, coef[:, n_lags + n_windows :]) + intercept[:, None]
     w_lag, w_win = coef[:, :n_lags], coef[:, n_lags : n_lags + n_windows]
-    width = np.asarray(windows, dtype="float64")
     if n == 1:  # one series: plain floats beat numpy's per-call cost at every step
         row, lags, wl, ww = buffer[0].tolist(), back.tolist(), w_lag[0].tolist(), w_win[0].tolist()
         sums = [sum(row[start - w : start]) for w in windows]
@@ -254,7 +253,7 @@ def _linear_recursion(
     totals = np.zeros((n, n_windows))
     for j, w in enumerate(windows):
         totals[:, j] = buffer[:, start - w : start].sum(axis=1)
-    drop = np.asarray(windows, dtype="int64")
+    drop, width = np.asarray(windows, dtype="int64"), np.asarray(windows, dtype="float64")
     for h in range(steps):
         end = start + h
         acc = known[:, h] + np.einsum("nk,nk->n", buffer[:, end - back], w_lag)

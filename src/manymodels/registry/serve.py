@@ -37,6 +37,7 @@ __all__ = [
     "ENV_MANAGERS",
     "FAST_HTTP",
     "ServeCommand",
+    "http_stack",
     "missing_fast_http",
     "serve_command",
     "wait_ready",
@@ -53,9 +54,20 @@ ACCESS_LOG_ENV = "UVICORN_ACCESS_LOG"
 FAST_HTTP = ("uvloop", "httptools") if sys.platform != "win32" else ("httptools",)
 
 
+#: What uvicorn runs on without each package of the fast stack.
+_FALLBACK = {"uvloop": "asyncio", "httptools": "h11"}
+
+
 def missing_fast_http() -> list[str]:
     """The packages of uvicorn's fast HTTP stack that this environment lacks."""
     return [name for name in FAST_HTTP if importlib.util.find_spec(name) is None]
+
+
+def http_stack() -> str:
+    """The event loop and HTTP parser uvicorn runs on here, e.g. ``"uvloop + httptools"``."""
+    missing = missing_fast_http()
+    used = [n if n in FAST_HTTP and n not in missing else _FALLBACK[n] for n in _FALLBACK]
+    return " + ".join(used)
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,7 @@ def serve_command(
             "%s not installed: MLflow's server falls back to %s, about 2 ms more per request; "
             "pip install 'manymodels[serve]'",
             " and ".join(missing),
-            " and ".join({"uvloop": "asyncio", "httptools": "h11"}[m] for m in missing),
+            " and ".join(_FALLBACK[m] for m in missing),
         )
     tracking, registry = uris(cfg)
     env = dict(os.environ)
